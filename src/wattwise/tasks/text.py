@@ -1,0 +1,140 @@
+"""Text-encoder task: fidelity to the original embeddings and retrieval recall@10.
+
+Corpus: standard-library docstring paragraphs (see `corpus.py`), fixed seeded splits of 256
+passages for "val" and "test", the rest for "train". Profiling inputs are padded to
+`sequence_length` tokens (128 by default) so figures compare across variants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+
+from wattwise.tasks.base import (
+    Forward,
+    MetricSpec,
+    ModelInputs,
+    Quality,
+    Task,
+    TrainingBatch,
+    check_split,
+    endless_batches,
+    mean_ci95,
+    proportion_ci95,
+    sample_indices,
+)
+from wattwise.tasks.corpus import Passage, build_corpus
+
+EVAL_SIZE = 256
+EVAL_BATCH = 32
+MAX_TOKENS = 128
+
+
+class TextEncoderTask(Task):
+    """Scores a sentence encoder against the original model (`reference`)."""
+
+    name = "text-retrieval"
+    metrics = (
+        MetricSpec("fidelity", True, "mean cosine to the original's embeddings"),
+        MetricSpec("recall@10", True),
+    )
+    output_kind = "embeddings"
+
+    def __init__(
+        self, tokenizer, reference: Forward, sequence_length: int = MAX_TOKENS, seed: int = 0
+    ):
+        self.tokenizer = tokenizer
+        self.reference = reference
+        self.sequence_length = sequence_length
+        self.seed = seed
+        self._reference_embeddings: dict[str, torch.Tensor] = {}
+
+    @cached_property
+    def corpus(self) -> dict[str, list[Passage]]:
+        passages = build_corpus(self.seed)
+        return {
+            "val": passages[:EVAL_SIZE],
+            "test": passages[EVAL_SIZE : 2 * EVAL_SIZE],
+            "train": passages[2 * EVAL_SIZE :],
+        }
+
+    @cached_property
+    def train_texts(self) -> list[str]:
+        return [text for p in self.corpus["train"] for text in (p.text, p.query)]
+
+    def split_size(self, split: str) -> int:
+        check_split(split)
+        return len(self.corpus[split])
+
+    def tokenize(self, texts: list[str], pad_to_length: bool = False) -> ModelInputs:
+        """Tokenizer tensors in the model's input order."""
+        encoded = self.tokenizer(
+            texts,
+            padding="max_length" if pad_to_length else True,
+            truncation=True,
+            max_length=self.sequence_length if pad_to_length else MAX_TOKENS,
+            return_tensors="pt",
+        )
+        names = [
+            n
+            for n in self.tokenizer.model_input_names
+            if n in ("input_ids", "attention_mask", "token_type_ids")
+        ]
+        return tuple(encoded[name] for name in names)
+
+    def example_inputs(self, batch_size: int, split: str = "test") -> ModelInputs:
+        check_split(split)
+        passages = self.corpus[split]
+        texts = [passages[i % len(passages)].text for i in range(batch_size)]
+        return self.tokenize(texts, pad_to_length=True)
+
+    def describe_inputs(self) -> str:
+        return f"texts, tokenized and padded to {self.sequence_length} tokens"
+
+    def embed(self, forward: Forward, texts: list[str]) -> torch.Tensor:
+        """Embeddings of `texts`, in batches of 32, padded to the longest in each batch."""
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), EVAL_BATCH):
+                inputs = self.tokenize(texts[start : start + EVAL_BATCH])
+                chunks.append(forward(*inputs).float())
+        return torch.cat(chunks)
+
+    def _split_texts(self, split: str) -> list[str]:
+        passages = self.corpus[split]
+        return [p.text for p in passages] + [p.query for p in passages]
+
+    def reference_embeddings(self, split: str) -> torch.Tensor:
+        """The original model's embeddings of a split's passages then queries (computed once)."""
+        if split not in self._reference_embeddings:
+            self._reference_embeddings[split] = self.embed(self.reference, self._split_texts(split))
+        return self._reference_embeddings[split]
+
+    def evaluate(self, forward: Forward, split: str = "test") -> Quality:
+        check_split(split)
+        embeddings = self.embed(forward, self._split_texts(split))
+        reference = self.reference_embeddings(split)
+        cosines = F.cosine_similarity(embeddings, reference, dim=1)
+        count = len(self.corpus[split])
+        passages = F.normalize(embeddings[:count], dim=1)
+        queries = F.normalize(embeddings[count:], dim=1)
+        top10 = (queries @ passages.T).topk(min(10, count), dim=1).indices
+        hits = (top10 == torch.arange(count).unsqueeze(1)).any(dim=1).float()
+        recall = float(hits.mean())
+        return Quality(
+            {"fidelity": float(cosines.mean()), "recall@10": recall},
+            split,
+            count,
+            {"fidelity": mean_ci95(cosines), "recall@10": proportion_ci95(recall, count)},
+        )
+
+    def training_batches(
+        self, batch_size: int, seed: int = 0, sample: float | int | None = None
+    ) -> Iterator[TrainingBatch]:
+        texts = self.train_texts
+        subset = sample_indices(len(texts), sample, seed) if sample is not None else None
+        for batch in endless_batches(len(texts), batch_size, seed, subset):
+            yield TrainingBatch(self.tokenize([texts[i] for i in batch.tolist()]), None)

@@ -1,0 +1,137 @@
+"""A user's own data for a task: CSV, NPZ or JSONL of inputs and labels, with a named metric.
+
+- NPZ: arrays `inputs` (or `x`/`X`) and `labels` (or `y`).
+- CSV: numeric columns; the label column is `label` (or the one named); the rest are inputs.
+- JSONL: one object per line with `input` (a number list, nested for images) and `label`.
+Inputs are reshaped to the model's per-sample shape when one is given.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wattwise.errors import DataError
+from wattwise.tasks.arrays import ArrayTask
+from wattwise.tasks.base import Forward
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    with np.load(path, allow_pickle=False) as data:
+        inputs = next((data[k] for k in ("inputs", "x", "X") if k in data), None)
+        labels = next((data[k] for k in ("labels", "y", "Y") if k in data), None)
+    if inputs is None:
+        raise DataError(
+            f"{path} has no 'inputs' (or 'x') array; save one with np.savez(inputs=..., labels=...)"
+        )
+    return inputs, labels
+
+
+def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray | None]:
+    import csv
+
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise DataError(f"{path} has no data rows; add a header line and numeric rows")
+    columns = [c for c in rows[0] if c != label_column]
+    try:
+        inputs = np.array([[float(r[c]) for c in columns] for r in rows], dtype=np.float32)
+        labels = (
+            np.array([float(r[label_column]) for r in rows]) if label_column in rows[0] else None
+        )
+    except (ValueError, TypeError) as error:
+        raise DataError(
+            f"{path} has a non-numeric or empty cell ({error}); inputs must be numbers"
+        ) from error
+    return inputs, labels
+
+
+def _read_jsonl(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    inputs, labels = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            inputs.append(record["input"])
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise DataError(
+                f"{path} line {number} is not an object with an 'input' field; fix that line"
+            ) from error
+        if "label" in record:
+            labels.append(record["label"])
+    if labels and len(labels) != len(inputs):
+        raise DataError(
+            f"{path}: some lines have a 'label' and some do not; label every line or none"
+        )
+    return np.asarray(inputs, dtype=np.float32), (np.asarray(labels) if labels else None)
+
+
+def load_user_task(
+    path: Path,
+    metric: str,
+    sample_shape: tuple[int, ...] | None = None,
+    reference: Forward | None = None,
+    label_column: str = "label",
+) -> ArrayTask:
+    """An ArrayTask over a user's file, scored with `metric` (accuracy, mse or fidelity)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} not found; check the path")
+    suffix = path.suffix.lower()
+    readers = {
+        ".npz": lambda: _read_npz(path),
+        ".csv": lambda: _read_csv(path, label_column),
+        ".jsonl": lambda: _read_jsonl(path),
+    }
+    if suffix not in readers:
+        raise DataError(f"unsupported data file {path.name}: use .csv, .npz or .jsonl")
+    inputs, labels = readers[suffix]()
+    if len(inputs) < 10:
+        raise DataError(
+            f"{path} has {len(inputs)} samples; give at least 10 (it is split 60/20/20)"
+        )
+    features = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
+    if sample_shape:
+        try:
+            features = features.reshape((len(features), *sample_shape))
+        except RuntimeError as error:
+            raise DataError(
+                f"{path}: inputs of {tuple(features.shape[1:])} values per sample do not fit the "
+                f"model's input shape {sample_shape}; fix --input-shape or the data"
+            ) from error
+    label_tensor = None
+    if labels is not None:
+        label_tensor = (
+            torch.as_tensor(labels).long()
+            if metric == "accuracy"
+            else torch.as_tensor(labels).float()
+        )
+    return ArrayTask(path.stem, features, label_tensor, metric, reference=reference)
+
+
+def random_input_task(
+    reference: Forward, sample_shapes: list[tuple[tuple[int, ...], torch.dtype]], samples: int = 512
+) -> ArrayTask:
+    """Seeded random inputs scored by fidelity to the original model, for models without data.
+
+    Only single-input models; quality on random inputs says how closely a variant copies the
+    original, not how good it is on real data.
+    """
+    if len(sample_shapes) != 1:
+        raise DataError(
+            "models with several inputs need --data to profile quality; pass a data file"
+        )
+    shape, dtype = sample_shapes[0]
+    generator = torch.Generator().manual_seed(0)
+    if dtype.is_floating_point:
+        features = torch.randn((samples, *shape), generator=generator).to(dtype)
+    else:
+        features = torch.randint(0, 100, (samples, *shape), generator=generator, dtype=dtype)
+    task = ArrayTask("random-inputs", features, None, "fidelity", reference=reference)
+    task.name = "random-inputs (fidelity to the original on seeded random inputs)"
+    return task

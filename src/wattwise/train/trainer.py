@@ -1,0 +1,165 @@
+"""The one training loop: distillation, QAT, fine-tuning and `wattwise train` all use it.
+
+A loss function maps (model, batch) to a scalar; the loop owns the optimizer, mixed precision,
+gradient accumulation, seeding and per-step logging. Callbacks (`on_step`) let checkpointing and
+replication hook in without a second loop.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from wattwise.tasks.base import TrainingBatch
+
+LossFn = Callable[[nn.Module, TrainingBatch], torch.Tensor]
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        steps: optimizer steps to run.
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        precision: "fp32", "bf16" (autocast; CPU or CUDA) or "fp16" (CUDA, with GradScaler).
+        grad_accumulation: micro-batches per optimizer step.
+        max_grad_norm: gradient clipping norm (0 disables).
+        warmup_steps: linear learning-rate warm-up, then linear decay to 10%.
+        seed: seeds torch, numpy and random before training.
+    """
+
+    steps: int
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    precision: str = "fp32"
+    grad_accumulation: int = 1
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    seed: int = 0
+
+
+@dataclass
+class StepLog:
+    """One optimizer step: index, loss, wall seconds."""
+
+    step: int
+    loss: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps, losses, time."""
+
+    steps: int
+    final_loss: float
+    seconds: float
+    log: list[StepLog] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) for a reproducible run."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast_context(precision: str, device_type: str):
+    """The autocast context for a precision, or a no-op for fp32."""
+    if precision == "fp32":
+        return torch.autocast(device_type=device_type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the parameters that require gradients."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """Linear warm-up then linear decay to 10% of the learning rate."""
+
+    def factor(step: int) -> float:
+        if config.warmup_steps and step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        remaining = max(1, config.steps - config.warmup_steps)
+        return max(0.1, 1.0 - 0.9 * (step - config.warmup_steps) / remaining)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fit(
+    model: nn.Module,
+    batches: Iterator[TrainingBatch],
+    loss_fn: LossFn,
+    config: TrainConfig,
+    *,
+    description: str = "training",
+    show_progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+    start_step: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler=None,
+) -> TrainResult:
+    """Train `model` in place for `config.steps` optimizer steps; returns the loss log.
+
+    Example:
+        fit(model, task.training_batches(32), cross_entropy_loss, TrainConfig(steps=200))
+    """
+    from wattwise.progress import progress_bar
+
+    if config.precision not in PRECISIONS:
+        from wattwise.errors import ConfigError
+
+        raise ConfigError(f"unknown precision {config.precision!r}: use one of {PRECISIONS}")
+    if start_step == 0:
+        seed_everything(config.seed)
+    device_type = next((p.device.type for p in model.parameters()), "cpu")
+    optimizer = optimizer or make_optimizer(model, config)
+    scheduler = scheduler or make_scheduler(optimizer, config)
+    use_scaler = config.precision == "fp16" and device_type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    model.train()
+    log: list[StepLog] = []
+    started = time.perf_counter()
+    loss_value = float("nan")
+    with progress_bar(description, total=config.steps - start_step, enabled=show_progress) as bar:
+        for step in range(start_step, config.steps):
+            step_start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for _ in range(config.grad_accumulation):
+                batch = next(batches)
+                with autocast_context(config.precision, device_type):
+                    loss = loss_fn(model, batch) / config.grad_accumulation
+                (scaler.scale(loss) if scaler else loss).backward()
+                total += float(loss.detach())
+            if scaler:
+                scaler.unscale_(optimizer)
+            if config.max_grad_norm:
+                trainable = [p for p in model.parameters() if p.requires_grad]
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            loss_value = total
+            log.append(StepLog(step + 1, total, time.perf_counter() - step_start))
+            if on_step:
+                on_step(step + 1, total)
+            bar.advance(f"loss {total:.4f}")
+    model.eval()
+    return TrainResult(len(log), loss_value, time.perf_counter() - started, log)
