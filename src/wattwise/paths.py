@@ -11,6 +11,13 @@ from pathlib import Path
 from wattwise.errors import OutputPathError
 
 
+def _default_mode(directory: bool) -> int:
+    """Permissions a normal open()/mkdir() would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def cache_dir() -> Path:
     """`WATTWISE_CACHE`, else `$XDG_CACHE_HOME/wattwise`, else `~/.cache/wattwise` (created)."""
     root = os.environ.get("WATTWISE_CACHE")
@@ -33,6 +40,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _default_mode(directory=False))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -71,6 +79,7 @@ def atomic_directory(target: Path, overwrite: bool = True):
     if target.exists() and not target.is_dir():
         raise OutputPathError(f"{target} exists and is not a directory; choose another path")
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp"))
+    os.chmod(staging, _default_mode(directory=True))
     try:
         yield staging
         if target.exists():

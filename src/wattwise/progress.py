@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 # Progress and human output go to stderr so stdout stays clean for --json.
 console = Console(stderr=True)
 # Results a person reads (tables, headlines) go to stdout.
-result_console = Console()
+# Piped output gets 120 columns instead of rich's 80 so tables stay on one line per row.
+result_console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def progress_enabled() -> bool:

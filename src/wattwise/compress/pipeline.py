@@ -1,0 +1,165 @@
+"""Run a recipe on a model: apply each step through the registry, measure before and after.
+
+`compress` (the Python twin of `wattwise compress`) runs the recipe and saves a variant.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wattwise.compress.context import CompressionContext
+from wattwise.compress.recipe import Recipe, step_is_deferred
+from wattwise.compress.steps import HANDLERS, Step
+from wattwise.measure.flops import count_flops
+from wattwise.measure.latency import QUICK_TIMING, LatencyStats, time_forward
+from wattwise.measure.size import parameter_count, serialized_size_bytes
+from wattwise.models.registry import LoadedModel
+from wattwise.progress import info
+
+
+@dataclass
+class Snapshot:
+    """Quick measures of a model between steps (quality on the val split)."""
+
+    parameters: int
+    size_bytes: int
+    flops_per_sample: int | None
+    latency_ms_p50: float
+    batch_size: int
+    quality: dict[str, float]
+
+
+@dataclass
+class StepReport:
+    """One step: what it was, its measures before and after, its notes and metrics."""
+
+    step: str
+    seconds: float
+    before: Snapshot | None
+    after: Snapshot | None
+    notes: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CompressionRun:
+    """The compressed (not yet exported) model and what happened on the way."""
+
+    module: nn.Module
+    rebuild: list[dict[str, Any]]
+    deferred: list[Step]
+    reports: list[StepReport]
+    notes: list[str]
+    context: CompressionContext
+
+
+def snapshot(
+    module: nn.Module, loaded: LoadedModel, batch_size: int = 32, evaluate: bool = True
+) -> Snapshot:
+    """Parameters, size, FLOPs, p50 latency at `batch_size` and val quality of `module`."""
+    inputs = loaded.task.example_inputs(batch_size, "val")
+    with torch.inference_mode():
+        samples = time_forward(lambda: module(*inputs), QUICK_TIMING)
+    quality = loaded.task.evaluate(module, "val").metrics if evaluate else {}
+    return Snapshot(
+        parameter_count(module),
+        serialized_size_bytes(module),
+        count_flops(module, loaded.task.example_inputs(1, "val")),
+        LatencyStats.from_samples(samples).p50_ms,
+        batch_size,
+        quality,
+    )
+
+
+def run_recipe(
+    loaded: LoadedModel,
+    recipe: Recipe,
+    device: str = "cpu",
+    seed: int = 0,
+    measure_steps: bool = True,
+    show_progress: bool = True,
+) -> CompressionRun:
+    """Apply the recipe's model-level steps to a copy of `loaded.module`.
+
+    Steps the backend applies at export (ONNX Runtime quantization) are returned in `deferred`.
+    """
+    import wattwise.compress  # noqa: F401  (registers steps)
+
+    teacher = copy.deepcopy(loaded.module).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    module = copy.deepcopy(loaded.module)
+    context = CompressionContext(
+        loaded, loaded.task, teacher, recipe.backend, device, seed, show_progress
+    )
+    reports: list[StepReport] = []
+    rebuild: list[dict[str, Any]] = []
+    notes: list[str] = []
+    deferred: list[Step] = []
+    before = snapshot(module, loaded) if measure_steps else None
+    for step in recipe.steps:
+        if step_is_deferred(step, recipe.backend.name):
+            deferred.append(step)
+            continue
+        info(f"step: {step.describe()}")
+        started = time.perf_counter()
+        outcome = HANDLERS[type(step)](context, module, step)
+        module = outcome.module.eval()
+        after = snapshot(module, loaded) if measure_steps else None
+        reports.append(
+            StepReport(
+                step.describe(),
+                time.perf_counter() - started,
+                before,
+                after,
+                outcome.notes,
+                outcome.metrics,
+            )
+        )
+        rebuild.extend(outcome.rebuild)
+        notes.extend(outcome.notes)
+        before = after
+    return CompressionRun(module, rebuild, deferred, reports, notes, context)
+
+
+def compress(
+    model: str | LoadedModel,
+    recipe: Recipe | str | Path | dict,
+    output: str | Path,
+    device: str = "cpu",
+    seed: int = 0,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    region: str | None = None,
+    measure_steps: bool = True,
+    show_progress: bool = True,
+    options=None,
+):
+    """Run `recipe` on `model` and write a variant directory at `output` (atomically).
+
+    Returns the saved `Variant`. Example:
+        wattwise.compress("minilm", "recipe.yaml", "out/")
+    """
+    from wattwise.compress.variant import save_variant
+    from wattwise.models.registry import load_model
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, options)
+    if isinstance(recipe, (str, Path)):
+        recipe = Recipe.from_yaml(recipe)
+    elif isinstance(recipe, dict):
+        recipe = Recipe.from_dict(recipe)
+    run = run_recipe(loaded, recipe, device, seed, measure_steps, show_progress)
+    return save_variant(
+        run,
+        recipe,
+        Path(output),
+        batch_sizes=batch_sizes,
+        region=region,
+        show_progress=show_progress,
+    )

@@ -1,0 +1,116 @@
+"""A recipe: ordered steps plus a backend, read from YAML and validated.
+
+steps:
+  - quantize: {method: int8_dynamic, granularity: per_channel}
+backend: onnxruntime
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from wattwise.compress.steps import Step, parse_step
+from wattwise.errors import ConfigError
+
+
+class BackendSpec(BaseModel):
+    """Where the variant runs: "eager", "torch_compile" or "onnxruntime", with its options.
+
+    `threads`: intra-op threads at run time (default: torch's); `optimization`: ONNX Runtime
+    graph optimization level (none, basic, extended, all); `compile_mode`: torch.compile mode.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "eager"
+    threads: int | None = None
+    optimization: str = "all"
+    compile_mode: str = "default"
+    opset: int = 18
+
+
+@dataclass
+class Recipe:
+    """Ordered steps and a backend."""
+
+    steps: list[Step] = field(default_factory=list)
+    backend: BackendSpec = field(default_factory=BackendSpec)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Recipe:
+        """Validate a parsed YAML mapping; unknown keys, steps or fields raise ConfigError."""
+        from wattwise.compress.backends import check_backend_name
+
+        if not isinstance(data, dict):
+            raise ConfigError("a recipe is a mapping with 'steps' (a list) and optional 'backend'")
+        unknown = set(data) - {"steps", "backend"}
+        if unknown:
+            raise ConfigError(
+                f"unknown recipe field(s) {', '.join(sorted(unknown))}: allowed are steps, backend"
+            )
+        steps_data = data.get("steps") or []
+        if not isinstance(steps_data, list):
+            raise ConfigError("recipe 'steps' must be a list of one-key mappings")
+        steps = [parse_step(entry) for entry in steps_data]
+        backend_data = data.get("backend", "eager")
+        if isinstance(backend_data, str):
+            backend_data = {"name": backend_data}
+        try:
+            backend = BackendSpec(**backend_data)
+        except (ValidationError, TypeError) as error:
+            raise ConfigError(
+                f"bad backend {backend_data!r}: fields are {', '.join(BackendSpec.model_fields)}"
+            ) from error
+        check_backend_name(backend.name)
+        recipe = cls(steps, backend)
+        recipe.check_order()
+        return recipe
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Recipe:
+        """Read and validate a recipe file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} not found; check the path")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(
+                f"recipe {path} is not valid YAML ({error}); fix the syntax"
+            ) from error
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML-shaped mapping (round-trips through from_dict)."""
+        return {
+            "steps": [step.to_yaml_dict() for step in self.steps],
+            "backend": self.backend.model_dump(exclude_defaults=True) or {"name": "eager"},
+        }
+
+    def describe(self) -> str:
+        """One line: 'prune structured → quantize int8_dynamic @ onnxruntime'."""
+        steps = " → ".join(step.describe() for step in self.steps) or "no steps"
+        return f"{steps} @ {self.backend.name}"
+
+    def check_order(self) -> None:
+        """Steps applied at export by the backend must come after every model-level step."""
+        seen_deferred = False
+        for step in self.steps:
+            deferred = step_is_deferred(step, self.backend.name)
+            if seen_deferred and not deferred:
+                raise ConfigError(
+                    f"step {step.describe()!r} comes after a step the {self.backend.name} backend "
+                    "applies at export; move it before that quantize step"
+                )
+            seen_deferred = seen_deferred or deferred
+
+
+def step_is_deferred(step: Step, backend: str) -> bool:
+    """True when the backend, not PyTorch, applies this step (e.g. ONNX Runtime quantization)."""
+    check = getattr(step, "deferred_for", None)
+    return bool(check and check(backend))

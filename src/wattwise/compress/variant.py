@@ -1,0 +1,243 @@
+"""Variant directories: a compressed model saved with its recipe, hashes and profile.
+
+Layout:
+    variant.json       manifest: source model, recipe, backend, rebuild records, library
+                       versions, sha256 and size of every file, creation time, profile
+    model.safetensors  weights (eager / torch_compile backends), or model.onnx (onnxruntime)
+    probe.safetensors  fixed test inputs and the outputs measured at compress time
+
+`load_variant(path)` checks every hash first, then rebuilds the module through the backend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+
+from wattwise.compress.backends import get_backend
+from wattwise.compress.pipeline import CompressionRun, StepReport
+from wattwise.compress.recipe import Recipe
+from wattwise.errors import VariantIntegrityError
+from wattwise.measure.flops import count_flops
+from wattwise.measure.profile import Profile, profile_model
+from wattwise.models.registry import LoadedModel, ModelOptions, load_model
+from wattwise.paths import atomic_directory
+
+FORMAT_VERSION = 1
+MANIFEST = "variant.json"
+PROBE = "probe.safetensors"
+PROBE_BATCH = 4
+LIBRARIES = (
+    "wattwise",
+    "torch",
+    "torchao",
+    "torch-pruning",
+    "onnx",
+    "onnxruntime",
+    "transformers",
+    "numpy",
+    "safetensors",
+)
+
+
+@dataclass
+class Variant:
+    """A saved variant: where it is, its manifest, profile and per-step reports."""
+
+    path: Path
+    manifest: dict[str, Any]
+    profile: Profile
+    reports: list[StepReport] = field(default_factory=list)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a variant depends on."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _probe(loaded_task, module: torch.nn.Module, directory: Path) -> None:
+    inputs = loaded_task.example_inputs(PROBE_BATCH, "test")
+    with torch.inference_mode():
+        outputs = module(*inputs)
+    tensors = {f"input_{i}": t.contiguous() for i, t in enumerate(inputs)}
+    tensors["output"] = outputs.detach().contiguous()
+    (directory / PROBE).write_bytes(save(tensors))
+
+
+def save_variant(
+    run: CompressionRun,
+    recipe: Recipe,
+    output: Path,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    region: str | None = None,
+    show_progress: bool = True,
+    profile: bool = True,
+) -> Variant:
+    """Export `run.module` through the recipe's backend into `output`, atomically."""
+    source = run.context.source
+    backend = get_backend(recipe.backend.name)
+    with atomic_directory(Path(output)) as staging:
+        exported = backend.export(run.module, run.context, run.deferred, staging)
+        _probe(source.task, exported.module, staging)
+        files = [*exported.files, PROBE]
+        flops = count_flops(run.module, source.task.example_inputs(1, "test"))
+        overrides: dict[str, Any] = {"notes": run.notes + exported.notes}
+        if flops is not None:
+            overrides["flops_per_sample"] = flops
+            overrides["flops_note"] = (
+                "torch.utils.flop_counter on the PyTorch model before export, batch of 1"
+            )
+        variant_model = LoadedModel(
+            str(output),
+            exported.module,
+            source.task,
+            "variant",
+            source.spec,
+            {"profile_overrides": overrides},
+        )
+        measured = None
+        if profile:
+            measured = profile_model(
+                variant_model,
+                batch_sizes,
+                run.context.device,
+                region,
+                recipe.backend.threads,
+                show_progress=show_progress,
+            )
+        manifest = {
+            "format": FORMAT_VERSION,
+            "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "source": {"kind": source.kind, **source.spec},
+            "recipe": recipe.to_dict(),
+            "recipe_text": recipe.describe(),
+            "backend": recipe.backend.model_dump(),
+            "backend_manifest": exported.manifest,
+            "rebuild": run.rebuild,
+            "deferred_steps": [s.to_yaml_dict() for s in run.deferred],
+            "notes": overrides["notes"],
+            "profile_overrides": overrides,
+            "files": {
+                name: {
+                    "sha256": sha256_file(staging / name),
+                    "bytes": (staging / name).stat().st_size,
+                }
+                for name in files
+            },
+            "versions": library_versions(),
+            "step_reports": [_report_dict(r) for r in run.reports],
+            "profile": measured.to_dict() if measured else None,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return Variant(Path(output), manifest, measured, run.reports)
+
+
+def _report_dict(report: StepReport) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(report)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Parse variant.json; a missing or broken manifest raises VariantIntegrityError."""
+    manifest_path = Path(path) / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError as error:
+        raise VariantIntegrityError(
+            f"{path} has no {MANIFEST}; pass a directory written by wattwise compress"
+        ) from error
+    except json.JSONDecodeError as error:
+        raise VariantIntegrityError(
+            f"{manifest_path} is not valid JSON; recreate the variant"
+        ) from error
+    if manifest.get("format") != FORMAT_VERSION:
+        raise VariantIntegrityError(
+            f"{path}: variant format {manifest.get('format')} is not {FORMAT_VERSION}; recreate it"
+        )
+    return manifest
+
+
+def verify_files(path: Path, manifest: dict[str, Any]) -> None:
+    """Check every listed file's size and sha256; raise VariantIntegrityError on a mismatch."""
+    for name, expected in manifest["files"].items():
+        file = Path(path) / name
+        if not file.is_file():
+            raise VariantIntegrityError(f"variant file {file} is missing; recreate the variant")
+        if file.stat().st_size != expected["bytes"] or sha256_file(file) != expected["sha256"]:
+            raise VariantIntegrityError(
+                f"variant file {file} does not match its sha256 in {MANIFEST} (changed or "
+                "truncated); recreate the variant or restore the file"
+            )
+
+
+def load_variant(path: str | Path, check_outputs: bool = False) -> LoadedModel:
+    """A runnable model from a variant directory, after verifying every file's hash.
+
+    With `check_outputs`, also re-runs the saved probe inputs and requires bit-identical outputs.
+    Example:
+        loaded = wattwise.load_variant("out/"); loaded.module(*loaded.task.example_inputs(8))
+    """
+    import wattwise.compress  # noqa: F401  (registers backends and rebuilders)
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    verify_files(path, manifest)
+    source_record = dict(manifest["source"])
+    source_kind = source_record.pop("kind")
+    spec = source_record.pop("spec")
+    source = load_model(spec, ModelOptions(**source_record))
+    backend = get_backend(manifest["backend"]["name"])
+    module = backend.load(path, manifest, source).eval()
+    loaded = LoadedModel(
+        str(path),
+        module,
+        source.task,
+        "variant",
+        {"spec": spec, "kind": source_kind, **source_record},
+        {
+            "manifest": manifest,
+            "profile_overrides": manifest.get("profile_overrides", {}),
+            **{k: v for k, v in source.extra.items() if k == "tokenizer"},
+        },
+    )
+    if check_outputs:
+        outputs_match_probe(loaded, path)
+    return loaded
+
+
+def outputs_match_probe(loaded: LoadedModel, path: Path) -> None:
+    """Re-run the probe inputs saved at compress time; raise unless outputs are identical."""
+    probe = load_file(str(Path(path) / PROBE))
+    inputs = tuple(probe[f"input_{i}"] for i in range(len(probe) - 1))
+    with torch.inference_mode():
+        outputs = loaded.module(*inputs)
+    if not torch.equal(outputs.to(probe["output"].dtype), probe["output"]):
+        difference = float((outputs.float() - probe["output"].float()).abs().max())
+        raise VariantIntegrityError(
+            f"variant {path} outputs differ from those measured at compress time (max abs "
+            f"difference {difference:.3g}); recreate it with this wattwise and library versions"
+        )
