@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/wattwise optimize minilm --budget "fidelity>=0.99" --objective throughput --out report/ --time-limit 150s
+	$(BIN)/wattwise profile digits-cnn
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench

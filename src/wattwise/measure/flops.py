@@ -17,6 +17,9 @@ def count_flops(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> in
         counter = FlopCounterMode(display=False)
         with counter, torch.inference_mode():
             module(*inputs)
-        return int(counter.get_total_flops() // batch)
-    except Exception:
+        total = int(counter.get_total_flops() // batch)
+    except Exception:  # noqa: BLE001 - quantized or foreign kernels the counter cannot see
         return None
+    # Zero means the counter saw no matmul/conv at all (an ONNX session, opaque kernels):
+    # report "not countable" rather than a false 0.
+    return total or None
