@@ -195,7 +195,7 @@ def detect_energy_source(device: str = "cpu") -> EnergySource:
     if device.startswith("cuda"):
         try:
             return NvmlEnergy()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any NVML failure means: not available here
             pass
     else:
         try:

@@ -63,7 +63,7 @@ def load_digits_cnn() -> tuple[DigitsCNN, ArrayTask]:
         try:
             load_weights(model, path)
             return model.eval(), task
-        except Exception:
+        except Exception:  # noqa: BLE001 - a broken cache is rebuilt, never trusted
             path.unlink(missing_ok=True)
     info("digits-cnn: training on scikit-learn digits (first use, cached afterwards)")
     model = train_digits_cnn(task)
