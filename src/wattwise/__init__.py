@@ -1,8 +1,9 @@
 """wattwise: make trained PyTorch models cheaper to run, measure what they cost, keep them up.
 
-The Python API mirrors the CLI: `wattwise.profile`, `wattwise.load_model`,
-`wattwise.compress`, `wattwise.load_variant`, `wattwise.optimize`, `wattwise.serve`,
-`wattwise.loadtest`, `wattwise.train`. Imports are lazy so `import wattwise` stays fast.
+The Python API mirrors the CLI: `wattwise.api` has one function per command (`profile`,
+`compress`, `optimize`, `serve`, `loadtest`, `train`). The ones whose names do not clash with a
+subpackage are also here: `wattwise.profile`, `wattwise.optimize`, `wattwise.load_model`,
+`wattwise.load_variant`. Imports are lazy so `import wattwise` stays fast.
 """
 
 from __future__ import annotations
@@ -23,12 +24,9 @@ _API = {
     "load_model": "wattwise.models.registry",
     "ModelOptions": "wattwise.models.registry",
     "Profile": "wattwise.measure.profile",
-    "compress": "wattwise.api",
     "load_variant": "wattwise.compress.variant",
-    "optimize": "wattwise.api",
-    "serve": "wattwise.api",
+    "optimize": "wattwise.search.optimize",
     "loadtest": "wattwise.api",
-    "train": "wattwise.api",
     "WattwiseError": "wattwise.errors",
 }
 

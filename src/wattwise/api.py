@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from wattwise.compress.pipeline import compress
 from wattwise.measure.latency import TimingSettings
 from wattwise.measure.profile import Profile, profile_model
 from wattwise.models.registry import ModelOptions, load_model
+from wattwise.search.optimize import optimize
+
+__all__ = ["compress", "optimize", "profile"]
 
 
 def profile(
@@ -27,3 +31,84 @@ def profile(
     return profile_model(
         loaded, batch_sizes, device, region, threads, timing, show_progress=show_progress
     )
+
+
+def train(config, role: str = "primary", show_progress: bool = False):
+    """Train from a train.yaml path (or a dict of its fields) as primary or standby.
+
+    Returns a `wattwise.train.run.TrainRunResult`: final step, resume/promotion facts, checkpoint
+    stalls, the replication loss window, energy with its source.
+
+    Example:
+        result = wattwise.api.train("train.yaml", role="primary")
+        print(result.final_step, result.max_lag_steps, result.energy_j, result.energy_source)
+    """
+    from pathlib import Path
+
+    from wattwise.train.config import load_settings, parse_settings
+    from wattwise.train.run import run_training
+
+    if isinstance(config, dict):
+        settings = parse_settings(config, "config", Path.cwd())
+    else:
+        settings = load_settings(config)
+    return run_training(settings, role=role, show_progress=show_progress)
+
+
+def serve(
+    model: str,
+    replicas: int = 2,
+    max_batch_size: int = 32,
+    batch_wait_ms: float = 5.0,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    address: str | None = None,
+    api_key_env: str | None = None,
+    block: bool = True,
+    **options,
+):
+    """Serve `model` on Ray Serve replicas; returns the running `wattwise.serve.server.Server`.
+
+    With `block=True` (the CLI's behaviour) it serves until SIGTERM/Ctrl-C, then drains and
+    stops. With `block=False` it returns once every replica is ready; call `.stop()` (or use
+    it in a `with` block). Other `ServeSettings` fields go in `options`.
+    Example:
+        with wattwise.serve("digits-cnn", port=8100, block=False) as server:
+            print(wattwise.loadtest(server.url, clients=16, duration="10s").throughput_per_s)
+    """
+    from wattwise.serve.server import run_until_signalled, start_server
+    from wattwise.serve.settings import ServeSettings
+
+    settings = ServeSettings(
+        model=model,
+        replicas=replicas,
+        max_batch_size=max_batch_size,
+        batch_wait_ms=batch_wait_ms,
+        host=host,
+        port=port,
+        address=address,
+        api_key_env=api_key_env,
+        **options,
+    )
+    server = start_server(settings)
+    if block:
+        run_until_signalled(server)
+    return server
+
+
+def loadtest(
+    url: str,
+    clients: int = 64,
+    duration: str | float = "30s",
+    inputs_per_request: int = 1,
+    api_key_env: str | None = None,
+):
+    """Load-test a running server; returns `wattwise.serve.loadtest.LoadtestResult`.
+
+    Example:
+        r = wattwise.loadtest("http://127.0.0.1:8000", clients=64, duration="30s")
+        print(r.throughput_per_s, r.latency_ms_p99, r.errors_by_status)
+    """
+    from wattwise.serve.loadtest import run_loadtest
+
+    return run_loadtest(url, clients, duration, inputs_per_request, api_key_env)

@@ -41,7 +41,10 @@ def main() -> None:
     from wattwise.errors import WattwiseError
 
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: click returns the exit code of typer.Exit instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except WattwiseError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)

@@ -108,7 +108,8 @@ def run_recipe(
         if step_is_deferred(step, recipe.backend.name):
             deferred.append(step)
             continue
-        info(f"step: {step.describe()}")
+        if show_progress:
+            info(f"step: {step.describe()}")
         started = time.perf_counter()
         outcome = HANDLERS[type(step)](context, module, step)
         module = outcome.module.eval()

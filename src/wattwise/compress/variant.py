@@ -27,6 +27,7 @@ from wattwise.compress.pipeline import CompressionRun, StepReport
 from wattwise.compress.recipe import Recipe
 from wattwise.errors import VariantIntegrityError
 from wattwise.measure.flops import count_flops
+from wattwise.measure.latency import TimingSettings
 from wattwise.measure.profile import Profile, profile_model
 from wattwise.models.registry import LoadedModel, ModelOptions, load_model
 from wattwise.paths import atomic_directory
@@ -95,8 +96,14 @@ def save_variant(
     region: str | None = None,
     show_progress: bool = True,
     profile: bool = True,
+    timing: TimingSettings = TimingSettings(),
+    quality_split: str = "test",
 ) -> Variant:
-    """Export `run.module` through the recipe's backend into `output`, atomically."""
+    """Export `run.module` through the recipe's backend into `output`, atomically.
+
+    The profile is taken with `timing` and scores quality on `quality_split` ("test" by
+    default; the search passes "val" so the test split stays unseen until the final check).
+    """
     source = run.context.source
     backend = get_backend(recipe.backend.name)
     with atomic_directory(Path(output)) as staging:
@@ -126,6 +133,8 @@ def save_variant(
                 run.context.device,
                 region,
                 recipe.backend.threads,
+                timing,
+                quality_split=quality_split,
                 show_progress=show_progress,
             )
         manifest = {

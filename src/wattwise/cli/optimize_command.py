@@ -1,0 +1,107 @@
+"""`wattwise optimize MODEL`: the main job."""
+
+from __future__ import annotations
+
+import typer
+
+from wattwise.cli import app
+from wattwise.cli.common import (
+    DATA_OPTION,
+    INPUT_SHAPE_OPTION,
+    JSON_OPTION,
+    METRIC_OPTION,
+    WEIGHTS_OPTION,
+    model_options,
+    print_json,
+    quiet_for_json,
+)
+from wattwise.errors import ConfigError
+from wattwise.progress import result_console
+
+
+def parse_duration(text: str) -> float:
+    """'180s', '3m', '180' → seconds."""
+    value = text.strip().lower()
+    scale = 60.0 if value.endswith("m") else 1.0
+    try:
+        seconds = float(value.rstrip("sm")) * scale
+    except ValueError as error:
+        raise ConfigError(f"bad --time-limit {text!r}: write it like 180s or 3m") from error
+    if seconds <= 0:
+        raise ConfigError(f"bad --time-limit {text!r}: it must be positive")
+    return seconds
+
+
+@app.command()
+def optimize(
+    model: str = typer.Argument(..., help="Model spec (built-in, HF dir, module:factory)."),
+    budget: str = typer.Option(
+        None,
+        "--budget",
+        help='e.g. "accuracy_drop<=0.01", "fidelity>=0.99", "recall@10_drop<=0.01".',
+    ),
+    objective: str = typer.Option(
+        "throughput", "--objective", help="throughput, latency, energy or size."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", help="Batch size the cost is measured at."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    space: str = typer.Option(
+        None, "--space", help="Search space YAML (default: one suited to the device)."
+    ),
+    time_limit: str = typer.Option(
+        "180s", "--time-limit", help="Stop starting new candidates after this."
+    ),
+    out: str = typer.Option(
+        "report", "--out", help="Report directory (also holds the chosen variant)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted search in --out."),
+    seed: int = typer.Option(0, "--seed", help="Seed: same seed, same candidates and choice."),
+    region: str = typer.Option(None, "--region", help="ISO country code for carbon."),
+    weights: str = WEIGHTS_OPTION,
+    input_shape: str = INPUT_SHAPE_OPTION,
+    data: str = DATA_OPTION,
+    metric: str = METRIC_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Find the cheapest variant within a quality budget; write report and chosen variant.
+
+    Exit codes: 0 chosen, 2 bad input, 3 no candidate within budget, 130 interrupted.
+    """
+    from wattwise.report.write import headline
+    from wattwise.search.optimize import optimize as run_optimize
+
+    quiet_for_json(as_json)
+    result = run_optimize(
+        model,
+        budget,
+        objective,
+        batch_size,
+        device,
+        space,
+        parse_duration(time_limit),
+        out,
+        resume,
+        seed,
+        region,
+        model_options(weights, input_shape, data, metric),
+    )
+    if as_json:
+        print_json(
+            {
+                "report": result.report_dir,
+                "chosen_variant": result.chosen_variant,
+                "chosen": result.chosen.label if result.chosen else None,
+                "headline": headline(result),
+                "partial": result.partial,
+                "exit_code": result.exit_code,
+            }
+        )
+    else:
+        result_console.print(f"report: {result.report_dir}/index.html")
+        if result.chosen_variant:
+            result_console.print(f"chosen variant: {result.chosen_variant}")
+        result_console.print(headline(result))
+    if result.partial and "interrupted" in result.stop_reason:
+        raise typer.Exit(130)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

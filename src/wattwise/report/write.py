@@ -1,0 +1,259 @@
+"""Write the optimize report: report.json (everything), report.md (review), index.html."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from wattwise.paths import atomic_write_text
+from wattwise.report import plots
+from wattwise.search.results import CandidateResult
+
+
+def write_report(result, out: Path) -> Path:
+    """Write all three files into `out` (each atomically); returns `out`."""
+    out = Path(out)
+    data = dataclasses.asdict(result)
+    data["exit_code"] = result.exit_code
+    atomic_write_text(out / "report.json", json.dumps(data, indent=2, default=str))
+    atomic_write_text(out / "report.md", markdown_report(result))
+    atomic_write_text(out / "index.html", html_report(result))
+    return out
+
+
+def _energy_label(profile: dict[str, Any]) -> str:
+    if profile["energy_source"] == "estimate":
+        return f"estimated ±{profile['energy_uncertainty_pct']:.0f}% ({profile['energy_method']})"
+    return f"measured with {profile['energy_source']} ({profile['energy_method']})"
+
+
+def _quality_text(quality: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in quality.items())
+
+
+def headline(result) -> str:
+    """One paragraph: chosen recipe, speed-up, quality, energy (or why nothing was chosen)."""
+    if result.chosen is None:
+        return (
+            f"No candidate met the budget {result.budget} (exit code 3). "
+            "The closest candidates are listed below."
+        )
+    key = str(result.batch_size)
+    before, after = result.baseline_profile, result.chosen_profile
+    speedup = after["throughput_per_s"][key] / before["throughput_per_s"][key]
+    energy_ratio = before["energy_j_per_1k_by_batch"][key] / after["energy_j_per_1k_by_batch"][key]
+    return (
+        f"Chosen: {result.chosen.label}. Throughput at batch {result.batch_size}: "
+        f"{after['throughput_per_s'][key]:,.1f} vs {before['throughput_per_s'][key]:,.1f} samples/s "
+        f"({speedup:.2f}x). Test-split quality: {_quality_text(after['quality'])} "
+        f"(original {_quality_text(before['quality'])}); budget {result.budget} holds on the held-out "
+        f"split. Energy per 1k inferences: {after['energy_j_per_1k_by_batch'][key]:.4g} J vs "
+        f"{before['energy_j_per_1k_by_batch'][key]:.4g} J ({energy_ratio:.2f}x less), "
+        f"{_energy_label(after)}. Size {after['size_bytes'] / 1e6:.2f} MB vs "
+        f"{before['size_bytes'] / 1e6:.2f} MB."
+    )
+
+
+def _row(result, r: CandidateResult) -> list[str]:
+    chosen = result.chosen is not None and r.id == result.chosen.id
+    flags = []
+    if r.peer:
+        flags.append(f"peer: {r.peer}")
+    if chosen:
+        flags.append("CHOSEN")
+    if r.id in result.front:
+        flags.append("front")
+    if r.slower_than_original:
+        flags.append("slower than original")
+    if r.note:
+        flags.append(r.note)
+    if r.status != "measured":
+        return [r.label, r.status, "", "", "", "", "", "; ".join([*flags, r.reason])]
+    key = str(result.batch_size)
+    energy = r.profile["energy_j_per_1k_by_batch"][key]
+    return [
+        r.label,
+        "within budget" if r.within_budget else "breaks budget",
+        _quality_text(r.quality),
+        f"{r.objective_display}",
+        f"{r.speedup:.2f}x" if r.speedup else "",
+        f"{energy:.4g}",
+        f"{r.profile['size_bytes'] / 1e6:.2f}",
+        "; ".join(flags),
+    ]
+
+
+HEADERS = [
+    "candidate",
+    "verdict",
+    "quality (val)",
+    "objective",
+    "speed-up",
+    "J / 1k",
+    "MB",
+    "notes",
+]
+
+
+def _members(result) -> list[CandidateResult]:
+    measured = [r for r in result.candidates if r.status == "measured"]
+    return ([result.baseline] if result.baseline.status == "measured" else []) + measured
+
+
+def markdown_report(result) -> str:
+    """A model-review summary: gains, trade-offs, energy and carbon, what was rejected and why."""
+    lines = []
+    if result.partial:
+        lines += [f"> **PARTIAL REPORT** — {result.stop_reason}", ""]
+    lines += [
+        f"# wattwise optimize: {result.model}",
+        "",
+        headline(result),
+        "",
+        f"Budget `{result.budget}`, objective **{result.objective}** at batch {result.batch_size} "
+        f"on {result.device}; seed {result.seed}; {result.elapsed_s:.0f} s of a "
+        f"{result.time_limit_s:.0f} s limit. Candidates were scored on the val split; the "
+        "chosen one was re-scored on the test split, which the search never used.",
+        "",
+    ]
+    if result.chosen_profile:
+        p, b = result.chosen_profile, result.baseline_profile
+        per_million = 1000.0
+        lines += [
+            "## Energy and carbon per 1M inferences",
+            "",
+            "| | energy (kJ) | carbon (gCO2e) | region | source |",
+            "|---|---|---|---|---|",
+        ]
+        for name, prof in (("original", b), ("chosen", p)):
+            key = str(result.batch_size)
+            energy_kj = prof["energy_j_per_1k_by_batch"][key] * per_million / 1000
+            carbon = (
+                prof["carbon_g_per_1k"]
+                / prof["energy_j_per_1k"]
+                * prof["energy_j_per_1k_by_batch"][key]
+                * per_million
+            )
+            lines.append(
+                f"| {name} | {energy_kj:.3g} | {carbon:.3g} | {prof['region']} "
+                f"({prof['carbon_intensity_g_per_kwh']:.0f} g/kWh) | {_energy_label(prof)} |"
+            )
+        lines += ["", f"Carbon intensity: {p['carbon_source']}.", ""]
+    lines += ["## Candidates", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for r in [result.baseline, *result.candidates]:
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in _row(result, r)) + " |")
+    rejected = [
+        r
+        for r in result.candidates
+        if r.status != "measured" or not result.chosen or r.id != result.chosen.id
+    ]
+    lines += ["", "## Tried and rejected", ""]
+    for r in rejected:
+        if r.status == "measured":
+            why = (
+                "breaks the budget"
+                if not r.within_budget
+                else "slower than the original"
+                if r.slower_than_original
+                else "costlier than the chosen one"
+            )
+            lines.append(
+                f"- {r.label}: {why} ({r.objective_display}, {result.budget.split('<')[0].split('>')[0]} "
+                f"= {r.budget_value:.4f})"
+            )
+        else:
+            lines.append(f"- {r.label}: {r.status} — {r.reason}")
+    if result.confirmation.get("attempts"):
+        lines += ["", "## Held-out confirmation", ""]
+        for attempt in result.confirmation["attempts"]:
+            lines.append(
+                f"- {attempt['label']}: test {_quality_text(attempt['test_quality'])} → "
+                f"{'holds' if attempt['met'] else 'fails'} the budget"
+            )
+    m = result.machine
+    lines += [
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m.cpu_model}, {m.logical_cores} logical cores, ISA: "
+        f"{', '.join(m.isa_flags) or 'none of the tracked flags'}"
+        f"{'' if m.has_int8_dot_product else ' (no VNNI/AMX: int8 matmuls have no fast path)'}",
+        f"- GPU: {m.gpu}",
+        f"- Python {m.python} on {m.platform}",
+        "- Libraries: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()),
+    ]
+    if result.skipped_space:
+        lines += ["", "Not in the space on this installation: " + "; ".join(result.skipped_space)]
+    return "\n".join(lines) + "\n"
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def html_report(result) -> str:
+    """Self-contained HTML page: summary, candidate table, embedded PNG plots."""
+    members = _members(result)
+    from wattwise.search.optimize import _quality_axis  # one definition of the axis
+
+    budget = result.budget_spec or _parse_for_axis(result.budget)
+    quality_of = lambda r: _quality_axis(budget, r)  # noqa: E731
+    budget_line = -budget.threshold if budget.relative else budget.threshold
+    images = []
+    if members:
+        images.append(
+            _img(
+                plots.pareto_plot(
+                    members,
+                    result.front,
+                    f"{budget.metric}{' (negated drop)' if budget.relative else ''}",
+                    f"{result.objective} cost",
+                    quality_of,
+                    result.chosen.id if result.chosen else None,
+                    budget_line,
+                ),
+                "Pareto front",
+            )
+        )
+        images.append(_img(plots.bars_plot(members, result.batch_size), "latency, energy, size"))
+    if result.chosen_profile:
+        images.append(
+            _img(
+                plots.before_after_plot(
+                    result.baseline_profile, result.chosen_profile, result.batch_size
+                ),
+                "before and after",
+            )
+        )
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _row(result, r)) + "</tr>"
+        for r in [result.baseline, *result.candidates]
+    )
+    banner = (
+        f'<p class="partial">PARTIAL REPORT — {html.escape(result.stop_reason)}</p>'
+        if result.partial
+        else ""
+    )
+    markdown = html.escape(markdown_report(result))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>wattwise optimize: {html.escape(result.model)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px}}
+th{{background:#f0f0f0}}.partial{{background:#ffe08a;padding:8px;font-weight:bold}}
+img{{max-width:100%;display:block;margin:1em 0}}pre{{white-space:pre-wrap;font-size:12px}}</style></head>
+<body>{banner}<h1>wattwise optimize: {html.escape(result.model)}</h1>
+<p>{html.escape(headline(result))}</p>
+<h2>Plots</h2>{"".join(images)}
+<h2>Candidates</h2><table><tr>{"".join(f"<th>{h}</th>" for h in HEADERS)}</tr>{rows}</table>
+<h2>Review summary</h2><pre>{markdown}</pre></body></html>
+"""
+
+
+def _parse_for_axis(text: str):
+    from wattwise.search.budget import parse_budget
+
+    return parse_budget(text)

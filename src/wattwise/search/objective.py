@@ -1,0 +1,68 @@
+"""What optimize minimizes: a cost read from a measured Profile at the user's batch size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wattwise.errors import ConfigError
+from wattwise.measure.profile import Profile
+
+OBJECTIVES = ("throughput", "latency", "energy", "size")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A named cost. Lower cost is better for every objective (throughput is inverted).
+
+    `cost` is seconds per 1,000 samples for throughput, p50 milliseconds per batch for
+    latency, joules per 1,000 inferences for energy, and bytes for size.
+    """
+
+    name: str
+    batch_size: int
+
+    def cost(self, profile: Profile) -> float:
+        """Measured cost of a profile; never derived from operation counts or method names."""
+        key = str(self.batch_size)
+        if self.name == "throughput":
+            return 1000.0 / profile.throughput_per_s[key]
+        if self.name == "latency":
+            return profile.latency_ms[key].p50_ms
+        if self.name == "energy":
+            return profile.energy_j_per_1k_by_batch[key]
+        return float(profile.size_bytes)
+
+    def display(self, profile: Profile) -> str:
+        """Human figure of the objective for one profile."""
+        key = str(self.batch_size)
+        if self.name == "throughput":
+            return f"{profile.throughput_per_s[key]:,.1f} samples/s"
+        if self.name == "latency":
+            return f"{profile.latency_ms[key].p50_ms:.2f} ms p50"
+        if self.name == "energy":
+            return f"{profile.energy_j_per_1k_by_batch[key]:.4g} J/1k"
+        return f"{profile.size_bytes / 1e6:.3f} MB"
+
+    @property
+    def unit(self) -> str:
+        """Unit of `cost`."""
+        return {
+            "throughput": "s per 1k samples",
+            "latency": "ms p50",
+            "energy": "J per 1k",
+            "size": "bytes",
+        }[self.name]
+
+    @property
+    def is_speed(self) -> bool:
+        """Speed objectives must never choose a candidate slower than the original."""
+        return self.name in ("throughput", "latency")
+
+
+def parse_objective(name: str, batch_size: int) -> Objective:
+    """Validate the objective name and batch size."""
+    if name not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {name!r}: use one of {', '.join(OBJECTIVES)}")
+    if batch_size <= 0:
+        raise ConfigError(f"--batch-size must be ≥1, got {batch_size}")
+    return Objective(name, batch_size)

@@ -1,0 +1,88 @@
+"""Result types of a search, and the state file that makes `--resume` possible."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wattwise.errors import ConfigError
+from wattwise.paths import atomic_write_text
+
+STATE_FILE = "search_state.json"
+
+
+@dataclass
+class CandidateResult:
+    """One measured (or skipped) candidate.
+
+    Attributes:
+        status: "measured", "failed" or "skipped".
+        reason: why it failed or was skipped, or a note on the measurement.
+        quality: metrics on the search (val) split.
+        budget_value: the budgeted quantity (metric or its drop) on the val split.
+        cost: the objective's cost (see Objective.unit); lower is better.
+        speedup: original's p50 latency ÷ this one's, at the user's batch size.
+        slower_than_original: True when speedup < 1 (never chosen for speed).
+        profile: the Profile as a dict (quick timing, val split).
+        variant_dir: where the candidate's variant directory is.
+    """
+
+    id: str
+    family: str
+    level: int
+    label: str
+    recipe: dict[str, Any]
+    peer: str = ""
+    note: str = ""
+    status: str = "skipped"
+    reason: str = ""
+    quality: dict[str, float] = field(default_factory=dict)
+    budget_value: float | None = None
+    within_budget: bool = False
+    cost: float | None = None
+    objective_display: str = ""
+    speedup: float | None = None
+    slower_than_original: bool = False
+    profile: dict[str, Any] | None = None
+    variant_dir: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class SearchState:
+    """Everything needed to resume: the settings and every finished candidate."""
+
+    settings: dict[str, Any]
+    baseline: CandidateResult | None = None
+    results: list[CandidateResult] = field(default_factory=list)
+
+    def done_ids(self) -> set[str]:
+        """Candidates already measured or failed (skips are re-decided on resume)."""
+        return {r.id for r in self.results if r.status in ("measured", "failed")}
+
+    def save(self, directory: Path) -> None:
+        """Write the state atomically."""
+        atomic_write_text(
+            Path(directory) / STATE_FILE, json.dumps(asdict(self), indent=2, default=str)
+        )
+
+    @classmethod
+    def load(cls, directory: Path, settings: dict[str, Any]) -> SearchState:
+        """Read a previous run's state; settings must match (else resuming would mix runs)."""
+        path = Path(directory) / STATE_FILE
+        if not path.is_file():
+            raise ConfigError(f"nothing to resume: {path} does not exist; run without --resume")
+        data = json.loads(path.read_text())
+        if data["settings"] != settings:
+            changed = sorted(k for k in settings if data["settings"].get(k) != settings[k])
+            raise ConfigError(
+                f"--resume with different settings ({', '.join(changed)}); use the same options "
+                "or a new --out directory"
+            )
+        state = cls(data["settings"])
+        if data.get("baseline"):
+            state.baseline = CandidateResult(**data["baseline"])
+        state.results = [CandidateResult(**r) for r in data["results"] if r["status"] != "skipped"]
+        return state
