@@ -288,6 +288,12 @@ class Search:
                     )
                     bar.advance("skipped: time limit")
                     continue
+                expected = self.expected_seconds(candidate)
+                if elapsed + expected > self.time_limit_s:
+                    self._skip(candidate, f"expected to take ~{expected:.0f}s, more than the "
+                               f"{self.time_limit_s - elapsed:.0f}s left")
+                    bar.advance("skipped: not enough time left")
+                    continue
                 if not candidate.peer and broken_at.get(candidate.family, 99) < candidate.level:
                     self._skip(
                         candidate, "a milder setting of this family already broke the budget"
@@ -311,6 +317,21 @@ class Search:
                 )
                 info(f"[{index}/{len(candidates)}] {candidate.label}: {_one_line(result)}")
         return partial, reason
+
+    def expected_seconds(self, candidate: Candidate) -> float:
+        """Rough duration: the mean of candidates measured so far, plus training steps at
+        three forward passes each (forward + backward ≈ 3x forward) of the original's measured
+        batch latency. Used only to avoid starting what cannot finish in time."""
+        finished = [r.seconds for r in self.state.results if r.status == "measured"]
+        base = sum(finished) / len(finished) if finished else 5.0
+        # Any step with a `steps` field trains (distill, finetune, QAT).
+        steps = sum(int(fields.get("steps", 0)) for entry in candidate.recipe.get("steps", [])
+                    for fields in entry.values() if isinstance(fields, dict))
+        baseline = self.state.baseline
+        batch_seconds = 0.0
+        if baseline and baseline.profile:
+            batch_seconds = baseline.profile["latency_ms"][str(self.objective.batch_size)]["p50_ms"] / 1000
+        return base + steps * 3 * batch_seconds
 
     def _skip(self, candidate: Candidate, reason: str) -> None:
         self.state.results.append(
