@@ -9,6 +9,7 @@ subpackage are also here: `wattwise.profile`, `wattwise.optimize`, `wattwise.loa
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 
 # Keep third-party libraries quiet and offline before any of them is imported.
@@ -16,6 +17,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+# torchao logs a warning for each CUDA-only kernel library it cannot load on a CPU build, and
+# torch logs a deprecation for torchao's enum registration: noise, not problems of the user's.
+logging.getLogger("torchao").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 __version__ = "0.1.0"
 

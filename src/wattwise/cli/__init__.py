@@ -38,7 +38,13 @@ _register_commands()
 
 def main() -> None:
     """Console-script entry point."""
+    import warnings
+
     from wattwise.errors import WattwiseError
+
+    # Library deprecation chatter is for developers; CLI users get results and our own errors.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     try:
         # standalone_mode=False: click returns the exit code of typer.Exit instead of exiting.
