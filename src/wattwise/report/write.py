@@ -11,6 +11,7 @@ from typing import Any
 
 from wattwise.paths import atomic_write_text
 from wattwise.report import plots
+from wattwise.search.objective import Objective
 from wattwise.search.results import CandidateResult
 
 
@@ -211,7 +212,7 @@ def html_report(result) -> str:
                     members,
                     result.front,
                     f"{budget.metric}{' (negated drop)' if budget.relative else ''}",
-                    f"{result.objective} cost",
+                    f"{result.objective} cost, {Objective(result.objective, result.batch_size).unit}",
                     quality_of,
                     result.chosen.id if result.chosen else None,
                     budget_line,
