@@ -1,0 +1,148 @@
+"""`wattwise serve MODEL` and `wattwise loadtest URL`."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from wattwise.cli import app
+from wattwise.cli.common import JSON_OPTION, print_json, quiet_for_json
+from wattwise.progress import info
+from wattwise.progress import result_console as console
+
+
+@app.command()
+def serve(
+    model: str = typer.Argument(
+        ..., help="Built-in name, variant dir (e.g. from optimize), HF dir or module:factory."
+    ),
+    replicas: int = typer.Option(2, "--replicas", help="Model replicas, all active."),
+    max_batch_size: int = typer.Option(
+        32, "--max-batch-size", help="Most inputs per forward pass (and per request)."
+    ),
+    batch_wait_ms: float = typer.Option(
+        5.0, "--batch-wait-ms", help="How long a replica waits for a batch to fill."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address; non-loopback needs a key."),
+    port: int = typer.Option(8000, "--port", help="HTTP port."),
+    address: str = typer.Option(
+        None, "--address", help="Join a Ray cluster (auto or HOST:PORT) instead of starting one."
+    ),
+    api_key_env: str = typer.Option(
+        None, "--api-key-env", help="Name of the environment variable holding the API key."
+    ),
+    swap: bool = typer.Option(
+        False, "--swap", help="Roll the server at --address to MODEL with zero downtime, then exit."
+    ),
+    request_timeout_s: float = typer.Option(
+        30.0, "--request-timeout-s", help="Deadline per request, retries included."
+    ),
+    max_ongoing_requests: int = typer.Option(
+        256, "--max-ongoing-requests", help="Requests the ingress works on at once."
+    ),
+    max_queued_requests: int = typer.Option(
+        256, "--max-queued-requests", help="Waiting requests beyond that; more get 503."
+    ),
+    max_body_bytes: int = typer.Option(
+        1_000_000, "--max-body-bytes", help="Larger bodies get 413."
+    ),
+    threads_per_replica: int = typer.Option(
+        None, "--threads-per-replica", help="torch threads per replica (default: cores/replicas)."
+    ),
+    ray_temp_dir: str = typer.Option(
+        None, "--ray-temp-dir", help="Root of Ray's session files (default: a new /tmp dir)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Serve MODEL over HTTP on Ray Serve replicas until SIGTERM or Ctrl-C (then drain and stop)."""
+    from wattwise.serve.server import run_until_signalled, start_server, swap_model
+    from wattwise.serve.settings import ServeSettings
+
+    quiet_for_json(as_json)
+    settings = ServeSettings(
+        model=model,
+        replicas=replicas,
+        max_batch_size=max_batch_size,
+        batch_wait_ms=batch_wait_ms,
+        host=host,
+        port=port,
+        address=address,
+        api_key_env=api_key_env,
+        request_timeout_s=request_timeout_s,
+        max_ongoing_requests=max_ongoing_requests,
+        max_queued_requests=max_queued_requests,
+        max_body_bytes=max_body_bytes,
+        threads_per_replica=threads_per_replica,
+        ray_temp_dir=ray_temp_dir,
+    )
+    if swap:
+        signature = swap_model(settings)
+        if as_json:
+            print_json({"swapped_to": signature.model, "address": address})
+        else:
+            console.print(f"now serving {signature.model} (every replica ready)")
+        return
+    info(f"starting Ray and {replicas} replica(s) of {model} ...")
+    server = start_server(settings)
+    ready = {
+        "url": server.url,
+        "ray_address": server.ray_address,
+        "model": server.signature.model,
+        "replicas": settings.replicas,
+        "openapi": f"{server.url}/openapi.json",
+    }
+    if as_json:
+        print_json(ready)
+    else:
+        console.print(f"serving {ready['model']} at {ready['url']} (OpenAPI: {ready['openapi']})")
+        console.print(
+            f"swap live: wattwise serve NEW_MODEL --swap --address {server.ray_address} "
+            f"--port {port}; stop: Ctrl-C"
+        )
+    import sys
+
+    sys.stdout.flush()
+    run_until_signalled(server)
+    info("stopped: replicas drained, Ray shut down")
+
+
+@app.command()
+def loadtest(
+    url: str = typer.Argument(..., help="Server base URL, e.g. http://127.0.0.1:8000"),
+    clients: int = typer.Option(64, "--clients", help="Concurrent clients."),
+    duration: str = typer.Option("30s", "--duration", help="How long, e.g. 30s, 2m."),
+    inputs_per_request: int = typer.Option(
+        1, "--inputs-per-request", help="Copies of the server's example input per request."
+    ),
+    api_key_env: str = typer.Option(
+        None, "--api-key-env", help="Name of the environment variable holding the API key."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Load-test a `wattwise serve` server: throughput, p50/p95/p99 latency, errors by status."""
+    from wattwise.serve.loadtest import run_loadtest
+
+    quiet_for_json(as_json)
+    result = run_loadtest(url, clients, duration, inputs_per_request, api_key_env)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    table = Table(title=f"{url}: {clients} clients, {result.duration_s:.1f} s")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row(
+        "requests", f"{result.requests:,} ({result.succeeded:,} ok, {result.failed} failed)"
+    )
+    table.add_row("throughput", f"{result.throughput_per_s:,.1f} req/s")
+    table.add_row("inputs / s", f"{result.inputs_per_s:,.1f}")
+    table.add_row(
+        "latency p50 / p95 / p99",
+        f"{result.latency_ms_p50:.1f} / {result.latency_ms_p95:.1f} / "
+        f"{result.latency_ms_p99:.1f} ms",
+    )
+    errors = ", ".join(f"{k}: {v}" for k, v in result.errors_by_status.items()) or "none"
+    table.add_row("errors by status", errors)
+    table.add_row("load generator CPU", f"{result.client_cpu_s:.1f} s")
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}")

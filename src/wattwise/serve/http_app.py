@@ -1,0 +1,134 @@
+"""The FastAPI app: `POST /v1/predict`, `GET /v1/model`, `/healthz`, `/readyz`, `/metrics`.
+
+No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime,
+and the request/response models are built per served model (see `schemas.py`).
+"""
+
+import hashlib
+import hmac
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Security
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from wattwise.serve.guard import GuardMiddleware
+from wattwise.serve.schemas import ErrorBody, Health, Readiness, request_model, response_model
+
+RETRY_AFTER_S = 1
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ServiceUnavailable(Exception):
+    """The model cannot answer within the request's deadline (overload, no replica)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def unavailable_response(detail: str) -> JSONResponse:
+    """503 with Retry-After: the client may retry the same request later."""
+    return JSONResponse(
+        {"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
+
+
+def api_key_dependency(digest: str | None):
+    """A FastAPI dependency that checks `X-API-Key` or `Authorization: Bearer` (None: open)."""
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+    bearer = HTTPBearer(auto_error=False)
+
+    def check(
+        key: str | None = Security(key_header),
+        credentials: HTTPAuthorizationCredentials | None = Security(bearer),
+    ) -> None:
+        given = key or (credentials.credentials if credentials else "")
+        given_digest = hashlib.sha256(given.encode()).hexdigest()
+        # Constant time: compare fixed-length digests with hmac.compare_digest.
+        if not given or not hmac.compare_digest(given_digest, digest or ""):
+            raise HTTPException(
+                401,
+                "missing or wrong API key: send it in X-API-Key or Authorization: Bearer",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return check
+
+
+def build_app(ingress: Any) -> Any:
+    """The ASGI app for one Ingress replica (`ingress` holds settings, signature, metrics)."""
+    settings, signature = ingress.settings, ingress.signature
+    request_type = request_model(signature, settings.max_batch_size, settings.max_text_chars)
+    response_type = response_model(signature)
+    errors = {
+        413: {"model": ErrorBody, "description": "request body too large"},
+        422: {"model": ErrorBody, "description": "invalid input"},
+        503: {"model": ErrorBody, "description": "overloaded or no replica; see Retry-After"},
+    }
+    protected = []
+    if ingress.api_key_digest:
+        protected = [Depends(api_key_dependency(ingress.api_key_digest))]
+        errors[401] = {"model": ErrorBody, "description": "missing or wrong API key"}
+    app = FastAPI(
+        title="wattwise serve",
+        version="1",
+        description=f"Predictions from {signature.model} on Ray Serve replicas.",
+    )
+
+    @app.exception_handler(ServiceUnavailable)
+    async def on_unavailable(_request, error: ServiceUnavailable) -> JSONResponse:
+        return unavailable_response(error.detail)
+
+    @app.post(
+        "/v1/predict",
+        response_model=response_type,
+        responses=errors,
+        dependencies=protected,
+        summary="Predict for one input or a list of inputs",
+    )
+    async def predict(body: request_type) -> dict:  # type: ignore[valid-type]
+        return await ingress.predict(body.inputs)
+
+    auth_errors = {401: errors[401]} if 401 in errors else {}
+
+    @app.get("/v1/model", dependencies=protected, responses=auth_errors)
+    async def model_info() -> dict:
+        """The served model's signature and an example request."""
+        return {**signature.to_dict(), "example_request": {"inputs": [signature.example]}}
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> dict:
+        """The process is up (liveness)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def readyz():
+        """Every model replica loaded and passing its health check (readiness)."""
+        healthy, target = await ingress.replica_counts()
+        body = {
+            "ready": healthy >= target,
+            "model": signature.model,
+            "replicas_healthy": healthy,
+            "replicas_target": target,
+        }
+        if healthy >= target:
+            return body
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        dependencies=protected,
+        responses={200: {"content": {PROMETHEUS_TEXT: {}}}, **auth_errors},
+    )
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text: requests by status, latency, batch sizes, replicas, energy."""
+        healthy, target = await ingress.replica_counts()
+        text = ingress.metrics.render(healthy, target)
+        return PlainTextResponse(text, media_type=PROMETHEUS_TEXT)
+
+    app.add_middleware(
+        GuardMiddleware, metrics=ingress.metrics, max_body_bytes=settings.max_body_bytes
+    )
+    return app

@@ -1,0 +1,158 @@
+"""The ingress deployment: HTTP in, model calls out through a DeploymentHandle, with retries.
+
+Ray Serve fails the requests in flight on a replica that dies (HTTP 500 through its proxy).
+Inference is idempotent, so the ingress retries such a call through the handle, which routes
+it to a live replica, until the request's deadline (../shared/FIELD-NOTES.md: this pattern
+served 960 of 960 requests while one of two replicas was SIGKILLed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ray import serve
+from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.serve.exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    RayServeException,
+    ReplicaUnavailableError,
+)
+
+from wattwise.serve.http_app import ServiceUnavailable, build_app
+from wattwise.serve.loopback import bind_replica_grpc_to_loopback
+from wattwise.serve.metrics import ServeMetrics
+from wattwise.serve.settings import APP_NAME, MODEL_DEPLOYMENT, ServeSettings
+from wattwise.serve.signature import ModelSignature
+
+# Failures that mean "this replica could not answer", never "this input is wrong".
+REPLICA_FAILURES = (
+    RayActorError,
+    ReplicaUnavailableError,
+    DeploymentUnavailableError,
+    BackPressureError,
+)
+FIRST_BACKOFF_S = 0.02
+MAX_BACKOFF_S = 0.5
+STATUS_CACHE_S = 0.5
+# Full model queues are overload, not failure: retry briefly, then answer 503 + Retry-After
+# rather than hold the client until its deadline.
+BACKPRESSURE_PATIENCE_S = 1.0
+
+
+# Runs in the replica process when Ray imports this module to build the deployment.
+bind_replica_grpc_to_loopback()
+
+
+@serve.deployment
+@serve.ingress()
+class Ingress:
+    """Validates requests (via the app), calls the model replicas, keeps the metrics."""
+
+    def __init__(
+        self,
+        model: Any,
+        settings: dict[str, Any],
+        signature: dict[str, Any],
+        api_key_digest: str | None,
+    ) -> None:
+        self.model = model
+        self.settings = ServeSettings(**settings)
+        self.signature = ModelSignature.from_dict(signature)
+        self.api_key_digest = api_key_digest
+        self.metrics = ServeMetrics()
+        self._status: tuple[float, int] = (0.0, 0)
+
+    def __serve_build_asgi_app__(self):
+        return build_app(self)
+
+    async def predict(self, inputs: Any) -> dict[str, Any]:
+        """One input or a list → `{"model", "predictions"}`; retried on replica failure."""
+        single = not isinstance(inputs, list) or self._is_single_sample(inputs)
+        samples = [inputs] if single else inputs
+        self.metrics.in_flight += 1
+        try:
+            result = await self._call_with_retries(samples)
+        finally:
+            self.metrics.in_flight -= 1
+        self.metrics.record_prediction(result, self.settings.max_batch_size)
+        return {"model": self.signature.model, "predictions": result["predictions"]}
+
+    def _is_single_sample(self, inputs: list) -> bool:
+        """A list is one array sample when its nesting depth equals the sample's rank."""
+        if self.signature.input_kind == "text":
+            return False
+        depth, value = 0, inputs
+        while isinstance(value, list) and value:
+            depth, value = depth + 1, value[0]
+        return depth == len(self.signature.request_shape)
+
+    async def _call_with_retries(self, samples: list[Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        backoff_s = FIRST_BACKOFF_S
+        overloaded_since = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServiceUnavailable("no model replica answered within the request deadline")
+            response = self.model.predict.remote(samples)
+            try:
+                return await asyncio.wait_for(_resolve(response), remaining)
+            except TimeoutError as error:
+                response.cancel()
+                raise ServiceUnavailable(
+                    f"model did not answer within {self.settings.request_timeout_s:g} s; "
+                    "retry later or send fewer inputs"
+                ) from error
+            except Exception as error:
+                if not is_replica_failure(error):
+                    raise
+                if isinstance(error, BackPressureError):
+                    overloaded_since = overloaded_since or time.monotonic()
+                    if time.monotonic() - overloaded_since > BACKPRESSURE_PATIENCE_S:
+                        raise ServiceUnavailable(
+                            "every model replica's queue is full; retry after Retry-After"
+                        ) from error
+                self.metrics.retries += 1
+                await asyncio.sleep(min(backoff_s, max(0.0, deadline - time.monotonic())))
+                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+
+    async def replica_counts(self) -> tuple[int, int]:
+        """(healthy model replicas, target), from Serve's controller, cached briefly."""
+        checked_at, healthy = self._status
+        if time.monotonic() - checked_at > STATUS_CACHE_S:
+            healthy = await asyncio.to_thread(_running_replicas)
+            self._status = (time.monotonic(), healthy)
+        return healthy, self.settings.replicas
+
+
+def is_replica_failure(error: BaseException) -> bool:
+    """True when retrying elsewhere can help: the replica died or was unreachable or full.
+
+    An exception raised by the model code itself (RayTaskError) would recur on any replica, so
+    it is not retried, unless what it wraps is a replica failure. Other errors from Ray's own
+    transport (not from user code) are treated as replica failures: inference is idempotent.
+    """
+    if isinstance(error, REPLICA_FAILURES):
+        return True
+    if isinstance(error, RayTaskError):
+        return isinstance(getattr(error, "cause", None), REPLICA_FAILURES)
+    return isinstance(error, RayError | RayServeException | ConnectionError)
+
+
+async def _resolve(response: Any) -> Any:
+    return await response
+
+
+def _running_replicas() -> int:
+    """Model replicas in state RUNNING (Serve marks a dead or failing one otherwise)."""
+    try:
+        status = serve.status()
+    except (RayError, RayServeException, ConnectionError):  # controller unreachable: none
+        return 0
+    application = status.applications.get(APP_NAME)
+    if application is None or MODEL_DEPLOYMENT not in application.deployments:
+        return 0
+    return application.deployments[MODEL_DEPLOYMENT].replica_states.get("RUNNING", 0)

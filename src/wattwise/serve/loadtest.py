@@ -1,0 +1,230 @@
+"""`wattwise loadtest`: N concurrent clients post to `/v1/predict` for a while; count everything.
+
+One asyncio loop with httpx runs every client, so the generator costs little CPU per request;
+on a 2-core machine it still competes with the server, so its own CPU time is reported.
+The body is the server's own example (`GET /v1/model`), repeated `inputs_per_request` times,
+serialized once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import resource
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+from wattwise.errors import ConfigError
+
+# Above this share of one core, the client is the likely bottleneck of its own test.
+CLIENT_BOUND_CORE_FRACTION = 0.8
+DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min)?\s*$")
+
+
+@dataclass(frozen=True)
+class LoadtestResult:
+    """What one load test saw from the client side.
+
+    Attributes:
+        url: server base URL.
+        clients: concurrent clients (each sends its next request when the last one finished).
+        duration_s: measured wall-clock seconds of the load.
+        inputs_per_request: inputs in each request body.
+        requests: responses and failures in total.
+        succeeded: 2xx responses.
+        errors_by_status: count per HTTP status ("503") or failure kind ("timeout", "connect").
+        throughput_per_s: 2xx responses per second.
+        inputs_per_s: inputs answered per second (throughput × inputs per request).
+        latency_ms_p50, latency_ms_p95, latency_ms_p99, latency_ms_max: of 2xx responses.
+        client_cpu_s: CPU seconds the load generator itself used (it shares the machine).
+        error_examples: the first response body (truncated) seen for each error status.
+        notes: caveats about this run (e.g. a client-bound generator).
+    """
+
+    url: str
+    clients: int
+    duration_s: float
+    inputs_per_request: int
+    requests: int
+    succeeded: int
+    errors_by_status: dict[str, int]
+    throughput_per_s: float
+    inputs_per_s: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    latency_ms_p99: float
+    latency_ms_max: float
+    client_cpu_s: float
+    error_examples: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        """Requests that did not get a 2xx."""
+        return self.requests - self.succeeded
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for --json."""
+        return {**asdict(self), "failed": self.failed}
+
+
+def parse_duration(text: str | float) -> float:
+    """'30s', '2m', '500ms' or a number of seconds → seconds (> 0)."""
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        match = DURATION_PATTERN.match(text)
+        if not match:
+            raise ConfigError(f"bad duration {text!r}: use e.g. 30s, 2m or 500ms")
+        value, unit = float(match.group(1)), match.group(2) or "s"
+        seconds = value * {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0}[unit]
+    if seconds <= 0:
+        raise ConfigError(f"duration must be > 0, got {text!r}")
+    return seconds
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values (nan when empty)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), math.ceil(fraction * len(sorted_values) - 1e-9)))
+    return sorted_values[rank - 1]
+
+
+def auth_headers(api_key_env: str | None) -> dict[str, str]:
+    """The X-API-Key header from the variable `api_key_env` names (none when not given)."""
+    if not api_key_env:
+        return {}
+    key = os.environ.get(api_key_env)
+    if not key:
+        raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is empty")
+    return {"X-API-Key": key}
+
+
+def example_body(url: str, inputs_per_request: int, headers: dict[str, str]) -> bytes:
+    """The server's example input, repeated: `{"inputs": [example] * n}` as JSON bytes."""
+    try:
+        response = httpx.get(f"{url}/v1/model", headers=headers, timeout=10.0)
+    except httpx.HTTPError as error:
+        raise ConfigError(f"cannot reach {url}: {error}; is `wattwise serve` running?") from error
+    if response.status_code != 200:
+        raise ConfigError(f"{url}/v1/model answered {response.status_code}; check URL and key")
+    example = response.json()["example"]
+    return json.dumps({"inputs": [example] * inputs_per_request}).encode()
+
+
+async def _client_loop(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    stop_at: float,
+    latencies_ms: list[float],
+    errors: Counter,
+    examples: dict[str, str],
+) -> None:
+    while time.monotonic() < stop_at:
+        started = time.perf_counter()
+        try:
+            response = await client.post(url, content=body)
+        except httpx.TimeoutException:
+            errors["timeout"] += 1
+            continue
+        except httpx.HTTPError as error:
+            errors[type(error).__name__] += 1
+            await asyncio.sleep(0.05)  # a refused connection would otherwise spin
+            continue
+        if 200 <= response.status_code < 300:
+            latencies_ms.append((time.perf_counter() - started) * 1000.0)
+        else:
+            errors[str(response.status_code)] += 1
+            examples.setdefault(str(response.status_code), response.text[:300])
+
+
+async def _run(
+    url: str, clients: int, duration_s: float, body: bytes, headers: dict, timeout_s: float
+):
+    latencies_ms: list[float] = []
+    errors: Counter = Counter()
+    examples: dict[str, str] = {}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {**headers, "content-type": "application/json"}
+    async with httpx.AsyncClient(limits=limits, timeout=timeout_s, headers=headers) as client:
+        started = time.monotonic()
+        stop_at = started + duration_s
+        await asyncio.gather(
+            *(
+                _client_loop(
+                    client, f"{url}/v1/predict", body, stop_at, latencies_ms, errors, examples
+                )
+                for _ in range(clients)
+            )
+        )
+        elapsed = time.monotonic() - started
+    return latencies_ms, errors, examples, elapsed
+
+
+def run_loadtest(
+    url: str,
+    clients: int = 64,
+    duration: str | float = "30s",
+    inputs_per_request: int = 1,
+    api_key_env: str | None = None,
+    timeout_s: float = 60.0,
+    body: bytes | None = None,
+) -> LoadtestResult:
+    """Drive `url` with `clients` concurrent clients for `duration`; see `LoadtestResult`.
+
+    Example:
+        result = run_loadtest("http://127.0.0.1:8000", clients=64, duration="30s")
+        print(result.throughput_per_s, result.latency_ms_p99, result.errors_by_status)
+    """
+    if clients < 1 or inputs_per_request < 1:
+        raise ConfigError("--clients and --inputs-per-request must be ≥ 1")
+    duration_s = parse_duration(duration)
+    url = url.rstrip("/")
+    headers = auth_headers(api_key_env)
+    payload = body if body is not None else example_body(url, inputs_per_request, headers)
+    cpu_before = _cpu_seconds()
+    latencies_ms, errors, examples, elapsed = asyncio.run(
+        _run(url, clients, duration_s, payload, headers, timeout_s)
+    )
+    latencies_ms.sort()
+    succeeded = len(latencies_ms)
+    client_cpu_s = _cpu_seconds() - cpu_before
+    notes = []
+    if elapsed > 0 and client_cpu_s / elapsed > CLIENT_BOUND_CORE_FRACTION:
+        notes.append(
+            f"the load generator used {client_cpu_s / elapsed:.0%} of a core: on a small "
+            "machine the client, not the server, may limit throughput"
+        )
+    throughput = succeeded / elapsed if elapsed > 0 else 0.0
+    return LoadtestResult(
+        url=url,
+        clients=clients,
+        duration_s=elapsed,
+        inputs_per_request=inputs_per_request,
+        requests=succeeded + sum(errors.values()),
+        succeeded=succeeded,
+        errors_by_status=dict(sorted(errors.items())),
+        throughput_per_s=throughput,
+        inputs_per_s=throughput * inputs_per_request,
+        latency_ms_p50=percentile(latencies_ms, 0.50),
+        latency_ms_p95=percentile(latencies_ms, 0.95),
+        latency_ms_p99=percentile(latencies_ms, 0.99),
+        latency_ms_max=latencies_ms[-1] if latencies_ms else float("nan"),
+        client_cpu_s=client_cpu_s,
+        error_examples=examples,
+        notes=notes,
+    )
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

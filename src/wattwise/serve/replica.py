@@ -1,0 +1,101 @@
+"""The model replica: loads the model once, runs `@serve.batch` batches, answers health checks.
+
+One request carries one or more inputs; `batch_size_fn` makes Ray Serve count inputs, not
+requests, so `max_batch_size` bounds what the model sees in one forward pass. The forward pass
+runs in a worker thread so the replica's event loop keeps accepting requests (they form the
+next batch) while the model computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray import serve
+
+from wattwise.serve.loopback import bind_replica_grpc_to_loopback
+from wattwise.serve.signature import ModelSignature, array_inputs, encode_outputs
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_WAIT_S = 0.005
+
+
+def count_inputs(payloads: list[list[Any]]) -> int:
+    """Inputs in a batch of requests (Ray Serve's `batch_size_fn`)."""
+    return sum(len(payload) for payload in payloads)
+
+
+# Runs in the replica process when Ray imports this module to build the deployment.
+bind_replica_grpc_to_loopback()
+
+
+@serve.deployment
+class ModelReplica:
+    """Serves one model; every method is idempotent, so a failed call can be retried elsewhere."""
+
+    def __init__(self, settings: dict[str, Any], signature: dict[str, Any]) -> None:
+        import torch
+
+        from wattwise.measure.energy import detect_energy_source
+        from wattwise.models.registry import load_model
+        from wattwise.serve.settings import ServeSettings
+
+        config = ServeSettings(**settings)
+        torch.set_num_threads(config.threads())
+        loaded = load_model(config.model)
+        self.module = loaded.module.eval()
+        self.task = loaded.task
+        self.signature = ModelSignature.from_dict(signature)
+        self.energy = detect_energy_source()
+        self.health_timeout_s = config.health_check_timeout_s
+        self.predict.set_max_batch_size(config.max_batch_size)
+        self.predict.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
+        # Warm up (first calls allocate) so the first user request does not pay for it.
+        self._run([self.signature.example])
+
+    def _inputs(self, samples: list[Any]) -> tuple:
+        if self.signature.input_kind == "text":
+            return tuple(self.task.tokenize(samples))
+        return array_inputs(self.signature, samples)
+
+    def _run(self, samples: list[Any]) -> tuple[list[dict[str, Any]], float]:
+        """Predictions for `samples` and the energy (J) the forward pass used."""
+        import torch
+
+        window = self.energy.start()
+        with torch.inference_mode():
+            outputs = self.module(*self._inputs(samples))
+        predictions = encode_outputs(self.signature, outputs)
+        return predictions, self.energy.stop(window).energy_j
+
+    @serve.batch(
+        max_batch_size=DEFAULT_BATCH_SIZE,
+        batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S,
+        batch_size_fn=count_inputs,
+    )
+    async def predict(self, payloads: list[list[Any]]) -> list[dict[str, Any]]:
+        """A batch of requests (each a list of inputs) → one result dict per request."""
+        flat = [sample for payload in payloads for sample in payload]
+        predictions, energy_j = await asyncio.to_thread(self._run, flat)
+        results, start = [], 0
+        for index, payload in enumerate(payloads):
+            count = len(payload)
+            results.append(
+                {
+                    "predictions": predictions[start : start + count],
+                    "energy_j": energy_j * count / len(flat),
+                    "energy_source": self.energy.name,
+                    "energy_uncertainty_pct": self.energy.uncertainty_pct,
+                    # Only the batch's first request reports the batch, so it counts once.
+                    "batch_inputs": len(flat) if index == 0 else 0,
+                    "batch_requests": len(payloads) if index == 0 else 0,
+                }
+            )
+            start += count
+        return results
+
+    async def check_health(self) -> None:
+        """A real tiny inference: a replica that cannot predict is unhealthy, not just alive."""
+        await asyncio.wait_for(
+            asyncio.to_thread(self._run, [self.signature.example]), self.health_timeout_s
+        )

@@ -1,0 +1,222 @@
+"""Run a model on Ray Serve: start (or join) Ray, deploy, wait until ready, drain on stop.
+
+The application is one ingress replica (HTTP, validation, retries, metrics) in front of N model
+replicas. Both deployments roll with `max_surge_percent=100`: on a swap, every new replica is
+up and passing health checks before an old one is told to drain, so capacity never dips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from wattwise.errors import ConfigError, WattwiseError
+from wattwise.serve.runtime import RayRuntime, start_ray
+from wattwise.serve.settings import APP_NAME, ServeSettings
+from wattwise.serve.signature import ModelSignature, describe_model
+
+READY_TIMEOUT_S = 300.0
+# Replicas finish what they hold before they exit (Ray Serve's graceful shutdown).
+GRACEFUL_SHUTDOWN_S = 20.0
+MIN_ONGOING_PER_REPLICA = 32
+
+
+class ServeError(WattwiseError):
+    """The application failed to deploy or to become ready."""
+
+
+def model_signature(settings: ServeSettings) -> ModelSignature:
+    """Load the model here once: fails fast with one line, and tells the API its schema."""
+    import gc
+
+    from wattwise.models.registry import load_model
+
+    loaded = load_model(settings.model)
+    signature = describe_model(loaded)
+    del loaded
+    gc.collect()
+    return signature
+
+
+def build_application(settings: ServeSettings, signature: ModelSignature) -> Any:
+    """The Ray Serve application (ingress bound to the model deployment)."""
+    from ray.serve.config import BackpressureConfig
+
+    from wattwise.serve.ingress import Ingress
+    from wattwise.serve.replica import ModelReplica
+
+    model = ModelReplica.options(
+        num_replicas=settings.replicas,
+        # Room for a full batch plus the next one filling while the first computes; never
+        # tiny, because Ray's router backs off when every replica is at its limit.
+        max_ongoing_requests=max(2 * settings.max_batch_size, MIN_ONGOING_PER_REPLICA),
+        max_queued_requests=settings.max_ongoing_requests + settings.max_queued_requests,
+        health_check_period_s=settings.health_check_period_s,
+        health_check_timeout_s=settings.health_check_timeout_s,
+        graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
+        max_surge_percent=100,
+        ray_actor_options={"num_cpus": settings.replica_cpus},
+    ).bind(settings.to_dict(), signature.to_dict())
+    return Ingress.options(
+        num_replicas=1,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        max_queued_requests=settings.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1),
+        health_check_period_s=settings.health_check_period_s,
+        health_check_timeout_s=settings.health_check_timeout_s,
+        graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
+        max_surge_percent=100,
+        ray_actor_options={"num_cpus": 0},
+    ).bind(model, settings.to_dict(), signature.to_dict(), settings.api_key_digest())
+
+
+def wait_ready(url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Poll `/readyz` until every replica answers; ServeError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=5.0)
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code} {response.text[:200]}"
+        except httpx.HTTPError as error:
+            last = str(error)
+        time.sleep(0.25)
+    raise ServeError(f"server at {url} not ready after {timeout_s:.0f} s ({last}); see Ray logs")
+
+
+@dataclass
+class Server:
+    """A running `wattwise serve`; stop it with `stop()` (or use it as a context manager).
+
+    Attributes:
+        settings: what was deployed.
+        signature: the served model's interface.
+        runtime: the Ray connection (owns the cluster unless `--address` was given).
+        url: base URL of the HTTP API.
+    """
+
+    settings: ServeSettings
+    signature: ModelSignature
+    runtime: RayRuntime
+    url: str
+    _stopped: bool = False
+
+    @property
+    def ray_address(self) -> str:
+        """GCS address another driver passes as `--address` (e.g. to swap the model)."""
+        return self.runtime.address
+
+    def swap(self, model: str) -> ModelSignature:
+        """Roll to `model`: new replicas ready before the old ones drain; returns its signature."""
+        import dataclasses
+
+        settings = dataclasses.replace(self.settings, model=model).checked()
+        self.signature = deploy(settings)
+        self.settings = settings
+        wait_ready(self.url)
+        return self.signature
+
+    def stop(self) -> None:
+        """Drain in-flight requests, delete the app, and stop the Ray instance we started."""
+        if self._stopped:
+            return
+        self._stopped = True
+        from ray import serve
+
+        try:
+            if self.runtime.owns_cluster:
+                serve.shutdown()
+            else:
+                serve.delete(APP_NAME)
+        finally:
+            self.runtime.shutdown()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def deploy(settings: ServeSettings) -> ModelSignature:
+    """Deploy (or roll) the app on the connected Ray cluster; returns the model's signature."""
+    from ray import serve
+
+    signature = model_signature(settings)
+    application = build_application(settings, signature)
+    try:
+        serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
+    except RuntimeError as error:
+        raise ServeError(
+            f"deploying {settings.model} failed: {str(error).splitlines()[0]}; see Ray logs"
+        ) from error
+    return signature
+
+
+def start_server(settings: ServeSettings) -> Server:
+    """Start Ray (or join `settings.address`), deploy, and return once `/readyz` says ready."""
+    settings = settings.checked()
+    signature = model_signature(settings)  # before Ray: a bad spec costs no Ray start
+    runtime = start_ray(settings)
+    try:
+        from ray import serve
+
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        url = f"http://{_url_host(settings.host)}:{settings.port}"
+        server = Server(settings, signature, runtime, url)
+        application = build_application(settings, signature)
+        serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
+        wait_ready(url)
+        return server
+    except BaseException:
+        with contextlib.suppress(Exception):
+            from ray import serve
+
+            serve.shutdown() if runtime.owns_cluster else serve.delete(APP_NAME)
+        runtime.shutdown()
+        raise
+
+
+def swap_model(settings: ServeSettings) -> ModelSignature:
+    """Roll the app running on the cluster at `settings.address` to `settings.model`."""
+    if not settings.address:
+        raise ConfigError("--swap needs --address (the Ray address `wattwise serve` printed)")
+    settings = settings.checked()
+    runtime = start_ray(settings)
+    try:
+        signature = deploy(settings)
+        wait_ready(f"http://{_url_host(settings.host)}:{settings.port}")
+        return signature
+    finally:
+        runtime.shutdown()
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def run_until_signalled(server: Server) -> None:
+    """Block until SIGTERM or Ctrl-C, then drain and stop (a second signal is not needed)."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.stop()

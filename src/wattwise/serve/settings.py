@@ -1,0 +1,126 @@
+"""What `wattwise serve` was asked to run: one frozen dataclass, checked once, shared by all parts.
+
+The settings travel to the Ray Serve replicas as plain data (a dict), so they hold no secrets:
+the API key itself stays in the environment variable `api_key_env` names, and only its SHA-256
+digest is sent to the ingress replica.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wattwise.errors import ConfigError
+
+APP_NAME = "wattwise"
+# The model deployment is the replica class; Ray names its processes after it.
+MODEL_DEPLOYMENT = "ModelReplica"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Options of `wattwise serve`; units are in the names.
+
+    Attributes:
+        model: any spec `load_model` accepts (variant directories are made absolute).
+        replicas: model replicas (active-active behind Ray Serve's router).
+        max_batch_size: most inputs in one `@serve.batch` call; also the most inputs per request.
+        batch_wait_ms: how long a replica waits for a batch to fill.
+        host, port: where Ray Serve's HTTP proxy listens.
+        address: None starts a local Ray instance; "auto" or "HOST:PORT" joins a cluster.
+        api_key_env: name of the environment variable holding the API key (None: no key).
+        request_timeout_s: a request's deadline, retries included.
+        max_body_bytes: larger request bodies get 413.
+        max_text_chars: longest text accepted (text models).
+        max_ongoing_requests: concurrent requests the ingress replica handles.
+        max_queued_requests: requests waiting for the ingress beyond that; more get 503.
+        health_check_period_s, health_check_timeout_s: Ray Serve's replica health checks.
+        threads_per_replica: torch intra-op threads per replica (None: cores / replicas).
+        replica_cpus: Ray CPU resource each replica reserves (0 lets a swap surge on 2 cores).
+        object_store_bytes: Ray object store size for a local instance.
+        ray_temp_dir: Ray's session directory root for a local instance (short: socket paths).
+    """
+
+    model: str
+    replicas: int = 2
+    max_batch_size: int = 32
+    batch_wait_ms: float = 5.0
+    host: str = "127.0.0.1"
+    port: int = 8000
+    address: str | None = None
+    api_key_env: str | None = None
+    request_timeout_s: float = 30.0
+    max_body_bytes: int = 1_000_000
+    max_text_chars: int = 10_000
+    max_ongoing_requests: int = 256
+    max_queued_requests: int = 256
+    health_check_period_s: float = 1.0
+    health_check_timeout_s: float = 2.0
+    threads_per_replica: int | None = None
+    replica_cpus: float = 0.0
+    object_store_bytes: int = 200 * 2**20
+    ray_temp_dir: str | None = None
+
+    def checked(self) -> ServeSettings:
+        """These settings with paths resolved, or ConfigError naming the bad option."""
+        positive = {
+            "--replicas": self.replicas,
+            "--max-batch-size": self.max_batch_size,
+            "--request-timeout-s": self.request_timeout_s,
+            "--max-body-bytes": self.max_body_bytes,
+            "--max-ongoing-requests": self.max_ongoing_requests,
+            "--health-check-period-s": self.health_check_period_s,
+        }
+        for flag, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{flag} must be > 0, got {value}")
+        if self.batch_wait_ms < 0 or self.max_queued_requests < 0:
+            raise ConfigError("--batch-wait-ms and --max-queued-requests must be ≥ 0")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"--port must be 1-65535, got {self.port}")
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            raise ConfigError(
+                f"--api-key-env {self.api_key_env}: that environment variable is empty; "
+                "export the key in it first"
+            )
+        if not is_loopback(self.host) and not self.api_key_env:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without an API key: pass --api-key-env NAME "
+                "(a variable holding the key) or bind 127.0.0.1"
+            )
+        model = self.model
+        if Path(model).exists():  # replicas run in other directories: pass absolute paths
+            model = str(Path(model).resolve())
+        return dataclasses.replace(self, model=model)
+
+    def api_key_digest(self) -> str | None:
+        """SHA-256 hex digest of the API key, or None when no key is configured."""
+        if not self.api_key_env:
+            return None
+        return hashlib.sha256(os.environ[self.api_key_env].encode()).hexdigest()
+
+    def threads(self) -> int:
+        """Intra-op threads per replica: explicit, else the machine's cores shared out."""
+        if self.threads_per_replica:
+            return self.threads_per_replica
+        return max(1, (os.cpu_count() or 1) // self.replicas)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the replicas' init arguments."""
+        return dataclasses.asdict(self)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost'."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

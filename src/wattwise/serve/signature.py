@@ -1,0 +1,139 @@
+"""What a served model takes and returns, as plain data, and the conversions to and from JSON.
+
+`describe_model(loaded)` runs once in the `wattwise serve` process (which also proves the model
+loads before any replica starts); the resulting `ModelSignature` travels to the replicas as a
+dict. Requests are JSON only: numbers and strings become tensors here, nothing is unpickled.
+
+Decisions a client sees:
+- digits-cnn (and its variants) take 8×8 grids of pixel intensities 0–16, the scale of
+  scikit-learn's `load_digits().images`; the server divides by 16 as in training.
+- other array models take their per-sample shape with leading size-1 axes dropped (a
+  (1, 8, 8) input is sent as 8×8), values as given.
+- text encoders take strings; outputs are their (normalized) embeddings.
+- classifiers (task metric "accuracy") return the arg-max label and softmax probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from wattwise.errors import ConfigError
+from wattwise.models.registry import LoadedModel
+
+TEXT_EXAMPLE = "Smaller models cost less energy per request."
+DIGITS_MAX_INTENSITY = 16.0
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """A served model's interface.
+
+    Attributes:
+        model: the spec served (shown in responses, so a swap is visible).
+        input_kind: "text" or "array".
+        sample_shape: per-sample tensor shape the module takes (array models).
+        request_shape: per-sample shape a client sends (sample_shape without leading 1s).
+        input_dtype: "float32" or "int64" (array models).
+        value_min, value_max: accepted value range (None: any finite number).
+        input_scale: the server multiplies array inputs by this before the model.
+        output_kind: "classes", "embedding" or "values".
+        example: one valid input, as JSON data.
+    """
+
+    model: str
+    input_kind: str
+    sample_shape: tuple[int, ...] = ()
+    request_shape: tuple[int, ...] = ()
+    input_dtype: str = "float32"
+    value_min: float | None = None
+    value_max: float | None = None
+    input_scale: float = 1.0
+    output_kind: str = "values"
+    example: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (tuples become lists) for replica init arguments and `/v1/model`."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSignature:
+        """The inverse of `to_dict`."""
+        fields = dict(data)
+        fields["sample_shape"] = tuple(fields["sample_shape"])
+        fields["request_shape"] = tuple(fields["request_shape"])
+        return cls(**fields)
+
+
+def describe_model(loaded: LoadedModel) -> ModelSignature:
+    """The signature of a loaded model; ConfigError for models serving cannot take yet."""
+    task = loaded.task
+    if hasattr(task, "tokenize") and "tokenizer" in loaded.extra:
+        return ModelSignature(loaded.name, "text", output_kind="embedding", example=TEXT_EXAMPLE)
+    example_inputs = task.example_inputs(1)
+    if len(example_inputs) != 1:
+        raise ConfigError(
+            f"{loaded.name} takes {len(example_inputs)} input tensors; serving supports text "
+            "encoders and single-input models: wrap yours in a factory taking one tensor"
+        )
+    sample = example_inputs[0][0]
+    sample_shape = tuple(sample.shape)
+    request_shape = sample_shape
+    while len(request_shape) > 1 and request_shape[0] == 1:
+        request_shape = request_shape[1:]
+    if not request_shape:
+        raise ConfigError(f"{loaded.name} takes scalar samples; give it at least a 1-D input")
+    dtype = "int64" if sample.dtype in (torch.int64, torch.int32) else "float32"
+    classifier = getattr(task, "metric_name", None) == "accuracy"
+    output_kind = "classes" if classifier else "values"
+    if getattr(task, "name", "") == "digits":
+        example = (sample * DIGITS_MAX_INTENSITY).round().reshape(request_shape).tolist()
+        return ModelSignature(
+            loaded.name,
+            "array",
+            sample_shape,
+            request_shape,
+            dtype,
+            0.0,
+            DIGITS_MAX_INTENSITY,
+            1.0 / DIGITS_MAX_INTENSITY,
+            output_kind,
+            example,
+        )
+    example = sample.reshape(request_shape).tolist()
+    return ModelSignature(
+        loaded.name,
+        "array",
+        sample_shape,
+        request_shape,
+        dtype,
+        output_kind=output_kind,
+        example=example,
+    )
+
+
+def array_inputs(signature: ModelSignature, samples: list[Any]) -> tuple[torch.Tensor, ...]:
+    """Validated JSON samples → the module's one input tensor (scaled, in its dtype)."""
+    dtype = torch.int64 if signature.input_dtype == "int64" else torch.float32
+    batch = torch.tensor(samples, dtype=dtype).reshape(len(samples), *signature.sample_shape)
+    if signature.input_scale != 1.0:
+        batch = batch * signature.input_scale
+    return (batch,)
+
+
+def encode_outputs(signature: ModelSignature, outputs: torch.Tensor) -> list[dict[str, Any]]:
+    """Model outputs (N, ...) → one JSON-ready prediction per sample."""
+    outputs = outputs.detach().float()
+    if signature.output_kind == "classes":
+        probabilities = torch.softmax(outputs.reshape(len(outputs), -1), dim=-1)
+        labels = probabilities.argmax(dim=-1).tolist()
+        return [
+            {"label": label, "probabilities": row}
+            for label, row in zip(labels, probabilities.tolist(), strict=True)
+        ]
+    if signature.output_kind == "embedding":
+        return [{"embedding": row} for row in outputs.tolist()]
+    return [{"output": row} for row in outputs.tolist()]
