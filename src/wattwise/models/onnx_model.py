@@ -54,10 +54,10 @@ def load_onnx_session(path: Path, threads: int | None = None, optimization: str 
 class OnnxModule(nn.Module):
     """Runs an ONNX model with ONNX Runtime; forward(*tensors) → first output as a tensor."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, optimization: str = "all") -> None:
         super().__init__()
         self.path = Path(path)
-        self.session = load_onnx_session(self.path, threads)
+        self.session = load_onnx_session(self.path, threads, optimization)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name
 

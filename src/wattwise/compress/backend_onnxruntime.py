@@ -1,0 +1,131 @@
+"""The ONNX Runtime backend: `torch.onnx.export` (dynamo exporter), deferred ONNX Runtime
+quantization, and an inference session with graph optimizations.
+
+The variant holds one self-contained `model.onnx` (weights inside, no external data file). Graph
+optimizations run when the session is created, not in the file: ONNX Runtime's "all" level
+writes machine-specific graphs. `load` opens the session with the same thread count and
+optimization level as at export, so the probe outputs compare bit for bit.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wattwise.compress.backends import Exported, register_backend
+from wattwise.compress.onnx_quantize import ONNX_QUANTIZERS
+from wattwise.errors import ConfigError
+from wattwise.models.onnx_model import OnnxModule
+
+MODEL_FILE = "model.onnx"
+EXPORT_BATCH = 2  # a batch of 1 would let the exporter specialize the batch axis to 1
+
+
+def input_names(module: nn.Module, count: int) -> list[str]:
+    """The model's own input names (text encoders have them), else input_0, input_1, ..."""
+    names = list(getattr(module, "input_names", ()) or ())
+    return names if len(names) == count else [f"input_{i}" for i in range(count)]
+
+
+def dynamic_shapes(module: nn.Module, inputs: tuple[torch.Tensor, ...]):
+    """Batch axis dynamic for every input; the sequence axis too for 2-D integer (token) inputs.
+
+    A `forward(*inputs)` signature takes its shapes as one tuple, as torch.export expects.
+    """
+    dynamic = torch.export.Dim.DYNAMIC
+    shapes = tuple(
+        {0: dynamic, 1: dynamic} if t.dim() == 2 and not t.is_floating_point() else {0: dynamic}
+        for t in inputs
+    )
+    parameters = inspect.signature(module.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return (shapes,)
+    return shapes
+
+
+@contextmanager
+def _quiet_exporter():
+    # The exporter logs a warning per torchvision op it cannot find; none apply here.
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_onnx(module: nn.Module, task, path: Path, opset: int) -> list[str]:
+    """Export `module` with dynamic batch (and sequence) axes to a single file; returns names."""
+    inputs = task.example_inputs(EXPORT_BATCH, "val")
+    names = input_names(module, len(inputs))
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            module.eval(),
+            inputs,
+            input_names=names,
+            output_names=["output"],
+            dynamic_shapes=dynamic_shapes(module, inputs),
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+    return names
+
+
+@register_backend("onnxruntime")
+class OnnxRuntimeBackend:
+    """Exports to ONNX, applies deferred ONNX Runtime quantization, runs an ORT session."""
+
+    name = "onnxruntime"
+
+    def export(self, module: nn.Module, context, deferred: list, directory: Path) -> Exported:
+        spec = context.backend
+        threads = spec.threads or torch.get_num_threads()
+        notes = [
+            f"backend: ONNX Runtime {_ort_version()}, graph optimizations: {spec.optimization}"
+        ]
+        step_metrics: list[dict[str, Any]] = []
+        with tempfile.TemporaryDirectory(prefix="wattwise-onnx-") as work:
+            current = Path(work) / "exported.onnx"
+            names = export_onnx(module, context.task, current, spec.opset)
+            for index, step in enumerate(deferred):
+                quantizer = ONNX_QUANTIZERS.get(type(step))
+                if quantizer is None:
+                    raise ConfigError(
+                        f"step {step.describe()!r} has no ONNX Runtime form; use backend eager"
+                    )
+                target = Path(work) / f"step{index}.onnx"
+                step_notes, metrics = quantizer(context, module, step, current, target)
+                notes.extend(step_notes)
+                step_metrics.append({"step": step.describe(), **metrics})
+                current = target
+            shutil.copyfile(current, Path(directory) / MODEL_FILE)
+        manifest = {
+            "threads": threads,
+            "optimization": spec.optimization,
+            "opset": spec.opset,
+            "input_names": names,
+            "deferred_step_metrics": step_metrics,
+        }
+        runner = OnnxModule(Path(directory) / MODEL_FILE, threads, spec.optimization)
+        return Exported(runner, [MODEL_FILE], notes, manifest)
+
+    def load(self, directory: Path, manifest: dict[str, Any], source) -> nn.Module:
+        facts = manifest["backend_manifest"]
+        return OnnxModule(Path(directory) / MODEL_FILE, facts["threads"], facts["optimization"])
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__

@@ -1,0 +1,126 @@
+"""Static post-training int8 quantization (ONNX Runtime QDQ, calibrated on the task's training
+data) and the fp8 cast (torchao float8, CUDA only).
+
+Static quantization fixes every activation's scale from `calibration_samples` training
+samples, so no scale is computed at run time. Here it runs through ONNX Runtime only: PT2E's
+converted graphs gain speed only under inductor with VNNI kernels, which this CPU lacks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from torch import nn
+
+from wattwise.compress.onnx_quantize import (
+    prepare_for_quantization,
+    quantization_report,
+    register_onnx_quantizer,
+    selected_nodes,
+)
+from wattwise.compress.quantize_common import calibration_batches, require_cuda, selected_names
+from wattwise.compress.steps import Step, StepOutcome, register_step
+from wattwise.compress.steps_quantize import torch_outcome
+from wattwise.errors import ConfigError
+
+CALIBRATION_BATCH = 16
+
+
+def apply_static(context, module: nn.Module, step: StaticInt8) -> StepOutcome:
+    """Only reached when the backend is not onnxruntime (there the step is deferred)."""
+    raise ConfigError(
+        "quantize static runs through ONNX Runtime (QDQ with calibration); set "
+        f"'backend: onnxruntime' (the recipe has {context.backend.name}) or use int8_dynamic"
+    )
+
+
+@register_step(apply_static)
+class StaticInt8(Step):
+    """`quantize: {method: static, granularity, calibration_samples, calibration}`: int8
+    weights and activations with scales fixed by calibration on training samples."""
+
+    kind = "quantize"
+    method: Literal["static"] = "static"
+    granularity: Literal["per_channel", "per_tensor"] = "per_channel"
+    calibration_samples: int = 128
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+    def deferred_for(self, backend_name: str) -> bool:
+        """The onnxruntime backend quantizes the exported graph; elsewhere the handler explains."""
+        return backend_name == "onnxruntime"
+
+
+class _TaskCalibrationReader:
+    """ONNX Runtime's CalibrationDataReader over the task's training inputs."""
+
+    def __init__(self, batches, names: list[str]) -> None:
+        self._feeds = iter(
+            [{n: t.numpy() for n, t in zip(names, inputs, strict=True)} for inputs in batches]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+@register_onnx_quantizer(StaticInt8)
+def onnx_static(context, module: nn.Module, step: StaticInt8, source: Path, target: Path):
+    """ONNX Runtime `quantize_static` in QDQ format (uint8 activations, int8 weights)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    prepared = target.with_suffix(".prepared.onnx")
+    model = prepare_for_quantization(source, prepared)
+    nodes = selected_nodes(model, selected_names(module, step.layers))
+    names = [i.name for i in onnx.load(str(prepared)).graph.input]
+    batches = calibration_batches(
+        context.task, step.calibration_samples, CALIBRATION_BATCH, context.seed
+    )
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    quantize_static(
+        str(prepared),
+        str(target),
+        _TaskCalibrationReader(batches, names),
+        quant_format=QuantFormat.QDQ,
+        per_channel=step.granularity == "per_channel",
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_quantize=nodes,
+        op_types_to_quantize=["MatMul", "Conv"],
+        calibrate_method=methods[step.calibration],
+    )
+    what = (
+        f"int8 static QDQ ({step.granularity} weights) via ONNX Runtime quantize_static, "
+        f"{step.calibration} calibration on {step.calibration_samples} training samples"
+    )
+    return quantization_report(prepared, target, nodes, what)
+
+
+def apply_fp8(context, module: nn.Module, step: CastFp8) -> StepOutcome:
+    """torchao `Float8DynamicActivationFloat8WeightConfig` on the selected Linear layers."""
+    require_cuda(
+        context,
+        "cast fp8 (torchao float8)",
+        "float8 matmuls need an sm89+ GPU; on CPU use cast bf16 or quantize int8_dynamic",
+    )
+    record = {
+        "implementation": "torchao",
+        "scheme": "float8_dynamic",
+        "granularity": step.granularity,
+        "device": "cuda",
+    }
+    return torch_outcome(context, module, step, record, "fp8 (e4m3) weights and activations")
+
+
+@register_step(apply_fp8)
+class CastFp8(Step):
+    """`cast: {method: fp8, granularity}`: float8 e4m3 weights and dynamic activations (CUDA)."""
+
+    kind = "cast"
+    method: Literal["fp8"] = "fp8"
+    granularity: Literal["per_channel", "per_tensor"] = "per_channel"

@@ -1,0 +1,91 @@
+"""Backends: the issue's recipe (int8 dynamic per-channel on ONNX Runtime) from the command
+line, torch.compile, and the variant files they write."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+
+from tests.cli.run_cli import run_cli, run_json
+from tests.compress.quantize_helpers import STACK, compress_and_reload, loaded
+from wattwise.compress.variant import load_variant
+from wattwise.models.onnx_model import OnnxModule
+
+ISSUE_RECIPE = """steps:
+  - quantize: {method: int8_dynamic, granularity: per_channel}
+backend: onnxruntime
+"""
+
+
+def write_recipe(tmp_path, text: str = ISSUE_RECIPE):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_issue_recipe_on_digits_from_the_cli_then_profile_and_reload(tmp_path):
+    out = tmp_path / "out"
+    result = run_json(
+        "compress",
+        "digits-cnn",
+        "--recipe",
+        str(write_recipe(tmp_path)),
+        "-o",
+        str(out),
+        "--batch-sizes",
+        "8",
+    )
+    manifest = result["manifest"]
+    assert set(manifest["files"]) == {"model.onnx", "probe.safetensors"}
+    assert manifest["recipe"]["backend"] == {"name": "onnxruntime"}
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, ops
+    profile = run_json("profile", str(out), "--batch-sizes", "8")
+    assert profile["size_bytes"] == manifest["profile"]["size_bytes"]
+    assert profile["quality"]["accuracy"] >= 0.95
+    reloaded = load_variant(out, check_outputs=True)
+    assert isinstance(reloaded.module, OnnxModule)
+
+
+@pytest.mark.slow
+def test_issue_recipe_on_minilm_keeps_fidelity_and_reloads_identically(tmp_path):
+    # One compress (export ~10 s, quantization, a short profile) and one reload check.
+    variant = compress_and_reload(
+        "minilm", [{"quantize": {"method": "int8_dynamic"}}], "onnxruntime", tmp_path / "v"
+    )
+    assert variant.profile.quality["fidelity"] >= 0.98
+    metrics = variant.manifest["backend_manifest"]["deferred_step_metrics"][0]
+    assert metrics["quantized_layers"] == 36  # 6 layers × (q, k, v, out, up, down)
+    assert metrics["quantized_weight_size_ratio"] >= 3.8
+
+
+def test_onnx_export_has_dynamic_batch_axis(tmp_path):
+    compress_and_reload(STACK, [], "onnxruntime", tmp_path / "v")
+    module = OnnxModule(tmp_path / "v" / "model.onnx")
+    ((shape, _),) = module.input_spec()
+    assert not isinstance(shape[0], int) and shape[1] == 64
+    for batch in (1, 3, 17):
+        inputs = loaded(STACK).task.example_inputs(batch)
+        expected = loaded(STACK).module(*inputs)
+        torch.testing.assert_close(module(*inputs), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_torch_compile_backend_reloads_quantized_weights_identically(tmp_path):
+    step = {"quantize": {"method": "int8_dynamic", "implementation": "torch_ao"}}
+    variant = compress_and_reload(STACK, [step], {"name": "torch_compile"}, tmp_path / "v")
+    assert (tmp_path / "v" / "model.safetensors").is_file()
+    assert any("torch.compile" in note for note in variant.manifest["notes"])
+
+
+def test_tampered_onnx_file_is_refused_on_load(tmp_path):
+    out = tmp_path / "out"
+    compress_and_reload(
+        "digits-cnn", [{"quantize": {"method": "int8_dynamic"}}], "onnxruntime", out
+    )
+    data = bytearray((out / "model.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (out / "model.onnx").write_bytes(bytes(data))
+    done = run_cli("profile", str(out))
+    assert done.returncode == 2
+    assert "does not match its sha256" in done.stderr
