@@ -66,12 +66,14 @@ def default_space(
             },
         ],
     )
+    native_bf16 = any(f in machine.isa_flags for f in ("avx512_bf16", "amx_bf16"))
+    bf16 = [{"cast": {"method": "bf16"}}]
     space.add_family(
         "reduced-precision",
-        [{"steps": [{"cast": {"method": "bf16"}}], "backend": "eager"}],
-        note=""
-        if "avx512_bf16" in machine.isa_flags or "amx_bf16" in machine.isa_flags
-        else "no native bf16 on this CPU: expected slow",
+        [{"steps": bf16, "backend": "eager"}, {"steps": bf16, "backend": "torch_compile"}]
+        if native_bf16
+        else [{"steps": bf16, "backend": "eager"}],
+        note="" if native_bf16 else "no native bf16 on this CPU: expected slow, measured once",
     )
     if task_output_kind == "logits":
         # Small classifiers: pruning + distillation is cheap enough to search.

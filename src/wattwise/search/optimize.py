@@ -302,8 +302,11 @@ class Search:
                     continue
                 expected = self.expected_seconds(candidate)
                 if elapsed + expected > self.time_limit_s:
-                    self._skip(candidate, f"expected to take ~{expected:.0f}s, more than the "
-                               f"{self.time_limit_s - elapsed:.0f}s left")
+                    self._skip(
+                        candidate,
+                        f"expected to take ~{expected:.0f}s, more than the "
+                        f"{self.time_limit_s - elapsed:.0f}s left",
+                    )
                     bar.advance("skipped: not enough time left")
                     continue
                 if not candidate.peer and broken_at.get(candidate.family, 99) < candidate.level:
@@ -337,12 +340,18 @@ class Search:
         finished = [r.seconds for r in self.state.results if r.status == "measured"]
         base = sum(finished) / len(finished) if finished else 5.0
         # Any step with a `steps` field trains (distill, finetune, QAT).
-        steps = sum(int(fields.get("steps", 0)) for entry in candidate.recipe.get("steps", [])
-                    for fields in entry.values() if isinstance(fields, dict))
+        steps = sum(
+            int(fields.get("steps", 0))
+            for entry in candidate.recipe.get("steps", [])
+            for fields in entry.values()
+            if isinstance(fields, dict)
+        )
         baseline = self.state.baseline
         batch_seconds = 0.0
         if baseline and baseline.profile:
-            batch_seconds = baseline.profile["latency_ms"][str(self.objective.batch_size)]["p50_ms"] / 1000
+            batch_seconds = (
+                baseline.profile["latency_ms"][str(self.objective.batch_size)]["p50_ms"] / 1000
+            )
         return base + steps * 3 * batch_seconds
 
     def _skip(self, candidate: Candidate, reason: str) -> None:
