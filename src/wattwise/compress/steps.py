@@ -46,7 +46,7 @@ class Step(BaseModel):
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The `{kind: {fields}}` mapping a user writes in YAML."""
-        fields = self.model_dump(exclude_defaults=True)
+        fields = self.model_dump(exclude_defaults=True, mode="json")
         fields["method"] = self.method
         return {self.kind: {k: v for k, v in fields.items() if v not in ("", None)}}
 

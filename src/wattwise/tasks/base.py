@@ -74,6 +74,8 @@ class Task(ABC):
     name: str
     metrics: tuple[MetricSpec, ...]
     output_kind: str  # "logits", "embeddings" or "values"
+    # False for tasks made of seeded random inputs: nothing real to distill or fine-tune on.
+    has_training_data: bool = True
 
     @property
     def primary_metric(self) -> MetricSpec:
@@ -149,3 +151,37 @@ def check_split(split: str) -> None:
         from wattwise.errors import ConfigError
 
         raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+
+
+class ResumableBatches:
+    """An endless batch iterator whose place is (seed, position): checkpointable and exact.
+
+    `make_batches(seed)` must return a seeded, deterministic iterator (every task's
+    `training_batches` is). `position` counts the batches handed out so far; a new
+    `ResumableBatches(make_batches, seed, position)` skips that many and then yields exactly what
+    the original would have yielded next. Skipping replays the seeded order, so restoring costs
+    one pass over the skipped batches' indexing (cheap for array tasks; tokenization for text).
+
+    Example:
+        batches = ResumableBatches(lambda s: task.training_batches(32, seed=s), seed=0)
+        next(batches); saved = batches.position        # 1
+        again = ResumableBatches(lambda s: task.training_batches(32, seed=s), 0, saved)
+    """
+
+    def __init__(
+        self, make_batches: Callable[[int], Iterator[TrainingBatch]], seed: int, position: int = 0
+    ) -> None:
+        self.seed = seed
+        self.position = 0
+        self._batches = make_batches(seed)
+        for _ in range(position):
+            next(self._batches)
+            self.position += 1
+
+    def __iter__(self) -> ResumableBatches:
+        return self
+
+    def __next__(self) -> TrainingBatch:
+        batch = next(self._batches)
+        self.position += 1
+        return batch

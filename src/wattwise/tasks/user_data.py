@@ -134,4 +134,5 @@ def random_input_task(
         features = torch.randint(0, 100, (samples, *shape), generator=generator, dtype=dtype)
     task = ArrayTask("random-inputs", features, None, "fidelity", reference=reference)
     task.name = "random-inputs (fidelity to the original on seeded random inputs)"
+    task.has_training_data = False
     return task
