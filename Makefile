@@ -22,7 +22,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/wattwise profile digits-cnn
 
-test: $(STAMP)
+test: $(STAMP) etcd
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
@@ -32,3 +32,10 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) report build *.egg-info
+
+# etcd for the etcd lease tests (tests/train): Debian's etcd-server, installed only when missing
+# (needs root; the tests skip with a reason when etcd is absent).
+.PHONY: etcd
+etcd:
+	@command -v etcd >/dev/null || (apt-get update -qq && apt-get install -y -qq etcd-server) \
+		|| echo "etcd-server could not be installed: the etcd lease tests will skip"

@@ -35,6 +35,9 @@ class TrainConfig:
         max_grad_norm: gradient clipping norm (0 disables).
         warmup_steps: linear learning-rate warm-up, then linear decay to 10%.
         seed: seeds torch, numpy and random before training.
+        gradient_checkpointing: recompute activations in backward instead of keeping them
+            (less activation memory, roughly one extra forward of compute); see
+            `wattwise.train.memory`.
     """
 
     steps: int
@@ -45,15 +48,22 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
     seed: int = 0
+    gradient_checkpointing: bool = False
 
 
 @dataclass
 class StepLog:
-    """One optimizer step: index, loss, wall seconds."""
+    """One optimizer step: index, loss, wall seconds and, when measured, its energy.
+
+    `energy_j` is the step's energy in joules from `energy_source` ("nvml", "rapl" or
+    "estimate"); both stay None when `fit` was given no energy source.
+    """
 
     step: int
     loss: float
     seconds: float
+    energy_j: float | None = None
+    energy_source: str | None = None
 
 
 @dataclass
@@ -111,8 +121,17 @@ def fit(
     start_step: int = 0,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler=None,
+    scaler: torch.amp.GradScaler | None = None,
+    energy_source=None,
+    on_step_log: Callable[[StepLog], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place for `config.steps` optimizer steps; returns the loss log.
+
+    Resuming passes `start_step` with the restored `optimizer`, `scheduler` (and `scaler` for
+    fp16 on CUDA) and a batch iterator positioned where the run stopped; seeding is then left to
+    the caller, who restores the saved RNG states. `energy_source` (any
+    `wattwise.measure.energy.EnergySource`) adds each step's joules to its `StepLog`;
+    `on_step_log` sees every `StepLog` (checkpointing and logging hook in there).
 
     Example:
         fit(model, task.training_batches(32), cross_entropy_loss, TrainConfig(steps=200))
@@ -126,10 +145,17 @@ def fit(
     if start_step == 0:
         seed_everything(config.seed)
     device_type = next((p.device.type for p in model.parameters()), "cpu")
+    if config.gradient_checkpointing:
+        from wattwise.train.memory import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model)
     optimizer = optimizer or make_optimizer(model, config)
     scheduler = scheduler or make_scheduler(optimizer, config)
     use_scaler = config.precision == "fp16" and device_type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    if scaler is None and use_scaler:
+        scaler = torch.amp.GradScaler("cuda")
+    elif not use_scaler:
+        scaler = None
     model.train()
     log: list[StepLog] = []
     started = time.perf_counter()
@@ -137,6 +163,7 @@ def fit(
     with progress_bar(description, total=config.steps - start_step, enabled=show_progress) as bar:
         for step in range(start_step, config.steps):
             step_start = time.perf_counter()
+            energy_token = energy_source.start() if energy_source is not None else None
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
             for _ in range(config.grad_accumulation):
@@ -157,7 +184,13 @@ def fit(
                 optimizer.step()
             scheduler.step()
             loss_value = total
-            log.append(StepLog(step + 1, total, time.perf_counter() - step_start))
+            entry = StepLog(step + 1, total, time.perf_counter() - step_start)
+            if energy_source is not None:
+                reading = energy_source.stop(energy_token)
+                entry.energy_j, entry.energy_source = reading.energy_j, reading.source
+            log.append(entry)
+            if on_step_log:
+                on_step_log(entry)
             if on_step:
                 on_step(step + 1, total)
             bar.advance(f"loss {total:.4f}")

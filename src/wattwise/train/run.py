@@ -1,0 +1,357 @@
+"""`wattwise train`: the one trainer (`fit`) plus checkpoints, replication and a primary lease.
+
+A primary takes the lease, writes its epoch to every replica (fencing older primaries), resumes
+from the newest verified checkpoint on any replica, trains, and checkpoints every N steps. A
+standby builds the same model, then polls the lease; once the primary's lease expires it
+promotes itself and does exactly what a primary does. Because the model, optimizer, scheduler,
+RNG states and data position are all restored, a resumed run ends with the same weights, bit for
+bit on CPU, as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wattwise.models.weights import save_weights
+from wattwise.progress import info
+from wattwise.tasks.base import ResumableBatches
+from wattwise.train.build import TrainingSetup, build_setup
+from wattwise.train.checkpoint import newest_committed, restore_training, snapshot
+from wattwise.train.config import TrainSettings
+from wattwise.train.journal import Journal
+from wattwise.train.lease import (
+    EtcdLease,
+    FencedError,
+    FileLease,
+    Lease,
+    LeaseKeeper,
+    LeaseUnavailableError,
+)
+from wattwise.train.replication import Replicator
+from wattwise.train.store import CheckpointError, CheckpointStore, open_store
+from wattwise.train.trainer import StepLog, TrainConfig, fit, make_optimizer, make_scheduler
+
+ROLES = ("primary", "standby")
+
+
+@dataclass
+class TrainRunResult:
+    """What one `wattwise train` process did.
+
+    Attributes:
+        role: the role it started as; `promoted` says whether a standby took over.
+        epoch: its lease epoch.
+        final_step: the step the run reached (== config steps when it finished).
+        resumed_from_step: the checkpoint step it resumed from (None for a fresh start).
+        resumed_from_replica: the replica that checkpoint came from.
+        promotion_s: standby only: seconds from acquiring the lease to the first resumed step.
+        final_loss: loss of the last step trained in this process (NaN if it trained none).
+        train_s: wall seconds spent in the training loop.
+        checkpoints: checkpoints saved by this process.
+        replication: "sync" or "async"; degraded lists replicas that fell back to async.
+        stall_s_mean: mean seconds the loop waited per checkpoint (snapshot + queue or writes).
+        max_lag_steps / max_lag_s: the largest loss window seen (not yet on every replica).
+        energy_j: energy of the trained steps; energy_source and its ± band.
+        activation_memory: bytes without/with gradient checkpointing, when switched on.
+        weights_path: final weights (safetensors), written when the run finished.
+        journal_path: the JSONL event log.
+    """
+
+    role: str
+    epoch: int
+    final_step: int
+    resumed_from_step: int | None = None
+    resumed_from_replica: str | None = None
+    promoted: bool = False
+    promotion_s: float | None = None
+    final_loss: float = float("nan")
+    train_s: float = 0.0
+    checkpoints: int = 0
+    replication: str = "sync"
+    degraded: list[str] = field(default_factory=list)
+    stall_s_mean: float = 0.0
+    max_lag_steps: int = 0
+    max_lag_s: float = 0.0
+    energy_j: float = 0.0
+    energy_source: str | None = None
+    energy_uncertainty_pct: float | None = None
+    activation_memory: dict[str, Any] | None = None
+    weights_path: str | None = None
+    journal_path: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def make_lease(settings: TrainSettings) -> Lease:
+    """The configured lease backend."""
+    if settings.lease.backend == "etcd":
+        return EtcdLease(settings.lease.endpoints, settings.lease.key, settings.lease.ttl_s)
+    return FileLease(settings.lease_dir(), settings.lease.ttl_s)
+
+
+def wait_for_lease(lease: Lease, poll_s: float, journal: Journal) -> int:
+    """Standby: poll until the primary's lease is free or expired, then take it."""
+    journal.write("standby_waiting", holder=_describe(lease))
+    while True:
+        try:
+            epoch = lease.try_acquire()
+        except LeaseUnavailableError as error:
+            journal.write("lease_backend_unreachable", error=str(error))
+            epoch = None
+        if epoch is not None:
+            return epoch
+        time.sleep(poll_s)
+
+
+def _describe(lease: Lease) -> str:
+    try:
+        return lease.describe()
+    except LeaseUnavailableError as error:
+        return f"unknown ({error})"
+
+
+def fence_replicas(stores: list[CheckpointStore], epoch: int, settings, journal: Journal) -> None:
+    """Record the new epoch on every replica so an older primary stops before committing there."""
+    for store in stores:
+        try:
+            if store.read_fence() < epoch:
+                store.write_fence(epoch)
+        except CheckpointError as error:
+            if settings.replication == "sync" and settings.on_replica_failure == "fail":
+                raise
+            journal.write("fence_failed", replica=store.url, error=str(error))
+
+
+def train_config(settings: TrainSettings) -> TrainConfig:
+    """The trainer's config from the run settings."""
+    return TrainConfig(
+        steps=settings.steps,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        precision=settings.precision,
+        grad_accumulation=settings.grad_accumulation,
+        max_grad_norm=settings.max_grad_norm,
+        warmup_steps=settings.warmup_steps,
+        seed=settings.seed,
+        gradient_checkpointing=settings.gradient_checkpointing,
+    )
+
+
+def run_training(
+    settings: TrainSettings, role: str = "primary", show_progress: bool = True
+) -> TrainRunResult:
+    """Train as primary, or wait as standby and take over; see the module docstring.
+
+    Example:
+        result = run_training(load_settings("train.yaml"), role="primary")
+    """
+    if role not in ROLES:
+        from wattwise.errors import ConfigError
+
+        raise ConfigError(f"unknown role {role!r}: use primary or standby")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun
+        from wattwise.train.distributed import run_distributed
+
+        return run_distributed(settings, role, show_progress)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    run_dir = Path(settings.run_dir)
+    journal = Journal(run_dir / "events.jsonl", role)
+    try:
+        return _run_with_lease(settings, role, journal, show_progress)
+    finally:
+        journal.close()
+
+
+def _run_with_lease(
+    settings: TrainSettings, role: str, journal: Journal, show_progress: bool
+) -> TrainRunResult:
+    journal.write("start", model=settings.model, steps=settings.steps)
+    setup = build_setup(settings)  # before waiting: a standby is warm when it promotes
+    stores = [open_store(url) for url in settings.replica_urls()]
+    lease = make_lease(settings)
+    result = TrainRunResult(role, 0, 0, replication=settings.replication)
+    result.journal_path = str(journal.path)
+    if role == "primary":
+        epoch = lease.try_acquire()
+        if epoch is None:
+            raise LeaseUnavailableError(
+                f"the primary lease is held by {_describe(lease)}; start this one with "
+                "--role standby, or wait for the lease to expire"
+            )
+    else:
+        epoch = wait_for_lease(lease, settings.lease.poll_s, journal)
+        result.promoted = True
+    acquired = time.perf_counter()
+    journal.epoch = result.epoch = epoch
+    journal.write("lease_acquired", promoted=result.promoted)
+    keeper = LeaseKeeper(lease, epoch)
+    try:
+        fence_replicas(stores, epoch, settings, journal)
+        _train(settings, setup, stores, keeper, journal, result, acquired, show_progress)
+    except FencedError as error:
+        journal.write("fenced", error=str(error))
+        keeper.stop(release=False)  # the lease is someone else's now
+        raise
+    except BaseException as error:
+        journal.write("failed", error=str(error))
+        keeper.stop(release=True)
+        raise
+    keeper.stop(release=True)
+    journal.write("done", final_step=result.final_step, weights=result.weights_path)
+    return result
+
+
+def _train(
+    settings: TrainSettings,
+    setup: TrainingSetup,
+    stores: list[CheckpointStore],
+    keeper: LeaseKeeper,
+    journal: Journal,
+    result: TrainRunResult,
+    acquired: float,
+    show_progress: bool,
+) -> None:
+    config = train_config(settings)
+    model = setup.model
+    if settings.gradient_checkpointing:
+        result.activation_memory = _measure_memory(setup, settings)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config)
+    scaler = (
+        torch.amp.GradScaler("cuda")
+        if config.precision == "fp16" and settings.device.startswith("cuda")
+        else None
+    )
+    restored = newest_committed(stores, warn=lambda m: _warn(journal, m))
+    start_step, position = 0, 0
+    if restored is not None:
+        restore_training(restored, model, optimizer, scheduler, scaler)
+        start_step, position = restored.step, restored.meta["data"]["position"]
+        result.resumed_from_step, result.resumed_from_replica = start_step, restored.replica
+        journal.write("resumed", step=start_step, replica=restored.replica, name=restored.name)
+    batches = ResumableBatches(setup.make_batches, settings.seed, position)
+    result.final_step = start_step
+    replicator = Replicator(
+        stores,
+        settings.replication,
+        settings.checkpoint.keep_last,
+        settings.async_queue_size,
+        settings.on_replica_failure,
+        epoch=result.epoch,
+        lease_check=keeper.check,
+        log=lambda message: _log(journal, message),
+    )
+    energy = None
+    if settings.energy:
+        from wattwise.measure.energy import detect_energy_source
+
+        energy = detect_energy_source(settings.device)
+        result.energy_source, result.energy_uncertainty_pct = energy.name, energy.uncertainty_pct
+    stalls: list[float] = []
+
+    def after_step(entry: StepLog) -> None:
+        keeper.check()  # a fenced primary stops here, before it could write anything
+        replicator.raise_background_error()
+        result.final_step, result.final_loss = entry.step, entry.loss
+        result.energy_j += entry.energy_j or 0.0
+        lag = replicator.lag()
+        journal.write(
+            "step",
+            step=entry.step,
+            loss=entry.loss,
+            seconds=entry.seconds,
+            energy_j=entry.energy_j,
+            energy_source=entry.energy_source,
+            lag_steps=lag.steps,
+            lag_s=round(lag.seconds, 4),
+            durable_step=replicator.durable_step,
+        )
+        if entry.step == start_step + 1 and result.promoted:
+            result.promotion_s = time.perf_counter() - acquired
+            journal.write("first_resumed_step", step=entry.step, promotion_s=result.promotion_s)
+        if entry.step % settings.checkpoint.every_steps == 0 or entry.step == settings.steps:
+            started = time.perf_counter()
+            snap = snapshot(
+                entry.step, model, optimizer, scheduler, batches.seed, batches.position, scaler
+            )
+            snapshot_s = time.perf_counter() - started
+            event = replicator.save(snap)
+            stalls.append(snapshot_s + event.stall_s)
+            journal.write(
+                "checkpoint",
+                step=entry.step,
+                mode=settings.replication,
+                acknowledged=True,
+                committed=settings.replication == "sync" and not replicator.degraded,
+                snapshot_s=snapshot_s,
+                stall_s=snapshot_s + event.stall_s,
+                replicas_committed=event.replicas_committed,
+                lag_steps=event.lag_steps,
+                lag_s=event.lag_s,
+                bound_steps=(settings.async_queue_size + 1) * settings.checkpoint.every_steps,
+            )
+
+    started = time.perf_counter()
+    try:
+        if start_step < settings.steps:
+            fit(
+                model,
+                batches,
+                setup.loss_fn,
+                config,
+                description=setup.description,
+                show_progress=show_progress,
+                start_step=start_step,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                energy_source=energy,
+                on_step_log=after_step,
+            )
+        replicator.close()
+    except BaseException:
+        replicator.stop_now()
+        raise
+    result.train_s = time.perf_counter() - started
+    result.checkpoints = len(stalls)
+    result.stall_s_mean = sum(stalls) / len(stalls) if stalls else 0.0
+    result.max_lag_steps, result.max_lag_s = replicator.max_lag.steps, replicator.max_lag.seconds
+    result.degraded = sorted(replicator.degraded)
+    weights = Path(settings.run_dir) / "final.safetensors"
+    save_weights(model, weights)
+    result.weights_path = str(weights)
+
+
+def _measure_memory(setup: TrainingSetup, settings: TrainSettings) -> dict[str, Any]:
+    from wattwise.train.memory import measure_activation_memory
+
+    batch = next(setup.make_batches(settings.seed))  # a separate iterator: no data consumed
+    measured = measure_activation_memory(setup.model, batch, setup.loss_fn, settings.precision)
+    info(measured.describe())
+    return {
+        "bytes_without": measured.bytes_without,
+        "bytes_with": measured.bytes_with,
+        "saving_pct": measured.saving_pct,
+        "method": measured.method,
+    }
+
+
+def _warn(journal: Journal, message: str) -> None:
+    journal.write("warning", message=message)
+    info(f"[yellow]warning:[/] {message}")
+
+
+def _log(journal: Journal, message: str) -> None:
+    journal.write("replication", message=message)
+    if message.startswith(("warning", "error")):
+        info(message)
