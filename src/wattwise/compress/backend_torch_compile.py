@@ -30,7 +30,16 @@ def inductor_cache_dir() -> Path:
 
 
 def compile_module(module: nn.Module, mode: str) -> nn.Module:
-    """`torch.compile(module, backend="inductor", mode=mode)`, with the cache dir set."""
+    """`torch.compile(module, backend="inductor", mode=mode)`, with the cache dir set.
+
+    Inductor's `freezing` is switched on (process-wide; it only affects graphs run without
+    gradients): it folds the weights into the graph as constants so oneDNN can prepack them.
+    On MiniLM (batch 32, 128 tokens, 2 cores) it took bf16 from 166.8 to 215 samples/s and
+    torchao int8 from 202 to 216 samples/s (see docs/benchmarks.md).
+    """
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
     inductor_cache_dir()
     return torch.compile(module.eval(), backend="inductor", mode=mode)
 
