@@ -115,7 +115,7 @@ def profile_model(
         raise ConfigError("device cuda requested but CUDA is not available here; use --device cpu")
     if threads:
         torch.set_num_threads(threads)
-    module = loaded.module.to(device) if _movable(loaded.module) else loaded.module
+    module = loaded.module.to(device) if _movable(loaded.module, device) else loaded.module
     module.eval()
     intensity = grid_intensity(region)
     source = detect_energy_source(device)
@@ -195,5 +195,11 @@ def profile_model(
     )
 
 
-def _movable(module: torch.nn.Module) -> bool:
-    return not hasattr(module, "session")
+def _movable(module: torch.nn.Module, device: str = "cpu") -> bool:
+    """Whether `module` must be moved: not an ONNX session, and not already on `device`
+    (moving a model whose weights are quantized tensor subclasses can fail, so never move
+    one that is already there)."""
+    if hasattr(module, "session"):
+        return False
+    target = torch.device(device)
+    return any(p.device.type != target.type for p in module.parameters())
