@@ -149,15 +149,7 @@ class Search:
 
     def measure(self, candidate: Candidate) -> CandidateResult:
         """Compress, save as a variant, profile: one candidate."""
-        result = CandidateResult(
-            candidate.id,
-            candidate.family,
-            candidate.level,
-            candidate.label,
-            candidate.recipe,
-            candidate.peer,
-            candidate.note,
-        )
+        result = CandidateResult.of(candidate)
         started = time.perf_counter()
         directory = self.out / "candidates" / candidate.id
         try:
@@ -355,19 +347,7 @@ class Search:
         return base + steps * 3 * batch_seconds
 
     def _skip(self, candidate: Candidate, reason: str) -> None:
-        self.state.results.append(
-            CandidateResult(
-                candidate.id,
-                candidate.family,
-                candidate.level,
-                candidate.label,
-                candidate.recipe,
-                candidate.peer,
-                candidate.note,
-                status="skipped",
-                reason=reason,
-            )
-        )
+        self.state.results.append(CandidateResult.of(candidate, status="skipped", reason=reason))
 
 
 def _one_line(result: CandidateResult) -> str:

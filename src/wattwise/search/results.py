@@ -49,6 +49,20 @@ class CandidateResult:
     variant_dir: str = ""
     seconds: float = 0.0
 
+    @classmethod
+    def of(cls, candidate, **fields: Any) -> CandidateResult:
+        """A result for a candidate (wattwise.search.space.Candidate), before measuring."""
+        return cls(
+            candidate.id,
+            candidate.family,
+            candidate.level,
+            candidate.label,
+            candidate.recipe,
+            candidate.peer,
+            candidate.note,
+            **fields,
+        )
+
 
 @dataclass
 class SearchState:
