@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/wattwise optimize minilm --budget "fidelity>=0.99" --objective throughput --batch-size 32 --time-limit 120s --out report/
+	$(BIN)/wattwise optimize minilm --budget "fidelity>=0.99" --objective throughput --batch-size 32 --time-limit 100s --out report/
 
 test: $(STAMP) etcd
 	$(BIN)/ruff check src tests bench

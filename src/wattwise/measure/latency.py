@@ -61,24 +61,35 @@ class LatencyStats:
         )
 
 
-def time_forward(
+def warm_up(
+    run: Callable[[], object],
+    settings: TimingSettings = TimingSettings(),
+    synchronize: Callable[[], None] | None = None,
+) -> int:
+    """Run `run` until both warm-up minimums are met (compilation, caches, allocator);
+    returns how many calls it took."""
+    sync = synchronize or (lambda: None)
+    started = time.perf_counter()
+    calls = 0
+    while (
+        calls < settings.warmup_repetitions
+        or time.perf_counter() - started < settings.warmup_seconds
+    ):
+        run()
+        calls += 1
+        if time.perf_counter() - started > settings.max_seconds:
+            break
+    sync()
+    return calls
+
+
+def time_repetitions(
     run: Callable[[], object],
     settings: TimingSettings = TimingSettings(),
     synchronize: Callable[[], None] | None = None,
 ) -> list[float]:
-    """Warm `run` up, then time it repeatedly; returns per-call milliseconds."""
+    """Time `run` repeatedly (no warm-up); returns per-call milliseconds."""
     sync = synchronize or (lambda: None)
-    started = time.perf_counter()
-    warm = 0
-    while (
-        warm < settings.warmup_repetitions
-        or time.perf_counter() - started < settings.warmup_seconds
-    ):
-        run()
-        warm += 1
-        if time.perf_counter() - started > settings.max_seconds:
-            break
-    sync()
     samples: list[float] = []
     started = time.perf_counter()
     while True:
@@ -90,3 +101,13 @@ def time_forward(
         enough = len(samples) >= settings.min_repetitions and elapsed >= settings.min_seconds
         if enough or len(samples) >= settings.max_repetitions or elapsed >= settings.max_seconds:
             return samples
+
+
+def time_forward(
+    run: Callable[[], object],
+    settings: TimingSettings = TimingSettings(),
+    synchronize: Callable[[], None] | None = None,
+) -> list[float]:
+    """Warm `run` up, then time it repeatedly; returns per-call milliseconds."""
+    warm_up(run, settings, synchronize)
+    return time_repetitions(run, settings, synchronize)

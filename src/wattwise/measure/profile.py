@@ -17,7 +17,7 @@ from wattwise.errors import ConfigError
 from wattwise.measure.carbon import carbon_grams, grid_intensity
 from wattwise.measure.energy import detect_energy_source
 from wattwise.measure.flops import count_flops
-from wattwise.measure.latency import LatencyStats, TimingSettings, time_forward
+from wattwise.measure.latency import LatencyStats, TimingSettings, time_repetitions, warm_up
 from wattwise.measure.memory import track_peak_memory
 from wattwise.measure.size import parameter_count, serialized_size_bytes
 from wattwise.models.registry import LoadedModel
@@ -135,9 +135,12 @@ def profile_model(
         bar.advance("FLOPs counted")
         for batch_size in sorted(batch_sizes):
             inputs = _to_device(loaded.task.example_inputs(batch_size), device)
+            run = lambda inputs=inputs: module(*inputs)  # noqa: E731
             with torch.inference_mode(), track_peak_memory(device) as peak:
+                # Warm-up (and any compilation it triggers) stays outside the energy window.
+                warm_up(run, timing, sync)
                 token = source.start()
-                samples = time_forward(lambda inputs=inputs: module(*inputs), timing, sync)
+                samples = time_repetitions(run, timing, sync)
                 reading = source.stop(token)
             if peak.peak_bytes >= peak_bytes:
                 peak_bytes, memory_source = peak.peak_bytes, peak.source
@@ -145,7 +148,7 @@ def profile_model(
             key = str(batch_size)
             latency[key] = stats
             throughput[key] = batch_size / (stats.p50_ms / 1000.0)
-            # Warm-up runs are outside the energy window; divide by the timed samples only.
+            # The window holds exactly the timed samples: divide by them.
             per_inference = reading.energy_j / (len(samples) * batch_size)
             energy_per_inference[key] = per_inference
             energy_by_batch[key] = per_inference * 1000

@@ -230,7 +230,7 @@ class Search:
             variant = load_variant(result.variant_dir)
             test_profile = profile_model(
                 variant,
-                (1, self.objective.batch_size),
+                (self.objective.batch_size,),
                 self.device,
                 self.region,
                 quality_split="test",
@@ -249,7 +249,7 @@ class Search:
             if met:
                 base_profile = profile_model(
                     self.loaded,
-                    (1, self.objective.batch_size),
+                    (self.objective.batch_size,),
                     self.device,
                     self.region,
                     quality_split="test",
