@@ -184,3 +184,45 @@ def test_bad_budget_and_objective_exit_2(tmp_path):
         run_cli("optimize", "digits-cnn", "--objective", "cheap", "--out", str(tmp_path)),
         "unknown objective",
     )
+
+
+def test_ctrl_c_keeps_a_marked_partial_report(tmp_path):
+    import os
+    import signal
+    import time
+
+    from tests.cli.run_cli import REPO, WATTWISE
+
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    out = tmp_path / "r"
+    process = subprocess.Popen(
+        [
+            str(WATTWISE),
+            "optimize",
+            "digits-cnn",
+            "--space",
+            str(space),
+            "--out",
+            str(out),
+            "--objective",
+            "size",
+            "--budget",
+            "accuracy_drop<=0.02",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 90
+    state = out / "search_state.json"
+    while time.time() < deadline and not (state.is_file() and '"baseline": {' in state.read_text()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=90)
+    assert process.returncode == 130
+    assert (out / "report.md").read_text().startswith("> **PARTIAL REPORT**")
+    assert "PARTIAL REPORT" in (out / "index.html").read_text()
+    leftovers = [p for p in out.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    assert not leftovers and not os.path.exists(out / "variant")
