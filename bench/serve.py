@@ -131,8 +131,10 @@ def kill_one_replica_under_load(url: str, duration: str) -> dict:
     """SIGKILL one replica 1/3 into a 64-client load; when it left rotation and came back."""
     victims = replica_processes(os.getpid())
     outcome: dict = {}
-    load = threading.Thread(target=lambda: outcome.update(result=load(url, CLIENTS, duration)))
-    load.start()
+    load_thread = threading.Thread(
+        target=lambda: outcome.update(result=load(url, CLIENTS, duration))
+    )
+    load_thread.start()
     time.sleep(_seconds(duration) / 3)
     victims[0].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
@@ -146,7 +148,7 @@ def kill_one_replica_under_load(url: str, duration: str) -> dict:
             healthy_again_s = time.monotonic() - killed_at
             break
         time.sleep(0.1)
-    load.join()
+    load_thread.join()
     return {
         "load": summary(outcome["result"]),
         "failed_requests": outcome["result"].failed,
@@ -158,14 +160,16 @@ def kill_one_replica_under_load(url: str, duration: str) -> dict:
 def swap_under_load(url: str, settings: ServeSettings, target: str, duration: str) -> dict:
     """Roll to `target` 5 s into a 64-client load; count non-2xx responses."""
     outcome: dict = {}
-    load = threading.Thread(target=lambda: outcome.update(result=load(url, CLIENTS, duration)))
-    load.start()
+    load_thread = threading.Thread(
+        target=lambda: outcome.update(result=load(url, CLIENTS, duration))
+    )
+    load_thread.start()
     time.sleep(5.0)
     started = time.monotonic()
     deploy(dataclasses.replace(settings, model=target).checked())
     wait_ready(url)
     swap_s = time.monotonic() - started
-    load.join()
+    load_thread.join()
     result = outcome["result"]
     return {
         "load": summary(result),
