@@ -31,6 +31,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from wattwise.durations import parse_duration
 from wattwise.models.registry import load_model
 from wattwise.serve.loadtest import LoadtestResult, run_loadtest
 from wattwise.serve.processes import descendants, replica_processes
@@ -135,7 +136,7 @@ def kill_one_replica_under_load(url: str, duration: str) -> dict:
         target=lambda: outcome.update(result=load(url, CLIENTS, duration))
     )
     load_thread.start()
-    time.sleep(_seconds(duration) / 3)
+    time.sleep(parse_duration(duration) / 3)
     victims[0].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     left_rotation_s = healthy_again_s = None
@@ -178,12 +179,6 @@ def swap_under_load(url: str, settings: ServeSettings, target: str, duration: st
         "swap_finished_during_load": swap_s + 5.0 < result.duration_s,
         "to": target,
     }
-
-
-def _seconds(duration: str) -> float:
-    from wattwise.serve.loadtest import parse_duration
-
-    return parse_duration(duration)
 
 
 def main() -> None:

@@ -9,11 +9,12 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from wattwise.durations import parse_duration
 from wattwise.errors import ConfigError
 from wattwise.models.registry import load_model
 from wattwise.serve.guard import GuardMiddleware
 from wattwise.serve.http_app import api_key_dependency
-from wattwise.serve.loadtest import parse_duration, percentile
+from wattwise.serve.loadtest import percentile
 from wattwise.serve.metrics import ServeMetrics
 from wattwise.serve.schemas import request_model
 from wattwise.serve.settings import ServeSettings

@@ -15,21 +15,8 @@ from wattwise.cli.common import (
     print_json,
     quiet_for_json,
 )
-from wattwise.errors import ConfigError
+from wattwise.durations import parse_duration
 from wattwise.progress import result_console
-
-
-def parse_duration(text: str) -> float:
-    """'180s', '3m', '180' → seconds."""
-    value = text.strip().lower()
-    scale = 60.0 if value.endswith("m") else 1.0
-    try:
-        seconds = float(value.rstrip("sm")) * scale
-    except ValueError as error:
-        raise ConfigError(f"bad --time-limit {text!r}: write it like 180s or 3m") from error
-    if seconds <= 0:
-        raise ConfigError(f"bad --time-limit {text!r}: it must be positive")
-    return seconds
 
 
 @app.command()

@@ -12,7 +12,6 @@ import asyncio
 import json
 import math
 import os
-import re
 import resource
 import time
 from collections import Counter
@@ -21,11 +20,11 @@ from typing import Any
 
 import httpx
 
+from wattwise.durations import parse_duration
 from wattwise.errors import ConfigError
 
 # Above this share of one core, the client is the likely bottleneck of its own test.
 CLIENT_BOUND_CORE_FRACTION = 0.8
-DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -73,21 +72,6 @@ class LoadtestResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for --json."""
         return {**asdict(self), "failed": self.failed}
-
-
-def parse_duration(text: str | float) -> float:
-    """'30s', '2m', '500ms' or a number of seconds → seconds (> 0)."""
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        match = DURATION_PATTERN.match(text)
-        if not match:
-            raise ConfigError(f"bad duration {text!r}: use e.g. 30s, 2m or 500ms")
-        value, unit = float(match.group(1)), match.group(2) or "s"
-        seconds = value * {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0}[unit]
-    if seconds <= 0:
-        raise ConfigError(f"duration must be > 0, got {text!r}")
-    return seconds
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
