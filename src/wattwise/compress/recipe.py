@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from wattwise.compress.steps import Step, parse_step
+from wattwise.config_files import read_yaml
 from wattwise.errors import ConfigError
 
 
@@ -74,15 +74,7 @@ class Recipe:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Recipe:
         """Read and validate a recipe file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe file {path} not found; check the path")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(
-                f"recipe {path} is not valid YAML ({error}); fix the syntax"
-            ) from error
+        data = read_yaml(path, "recipe file")
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from wattwise.compress.recipe import Recipe
+from wattwise.config_files import read_yaml
 from wattwise.errors import ConfigError, WattwiseError
 
 
@@ -103,15 +102,7 @@ class SearchSpace:
 
 def load_space_yaml(path: str | Path) -> SearchSpace:
     """A user's search space file (see module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search space file {path} not found; check the path")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(
-            f"search space {path} is not valid YAML ({error}); fix the syntax"
-        ) from error
+    data = read_yaml(path, "search space file")
     if not isinstance(data, dict) or "families" not in data:
         raise ConfigError(
             f"search space {path} needs a 'families' list (see wattwise optimize --help)"

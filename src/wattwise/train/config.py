@@ -20,9 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from wattwise.config_files import read_yaml
 from wattwise.errors import ConfigError
 
 
@@ -138,10 +138,5 @@ def parse_settings(raw: dict, source: str = "config", base: Path | None = None) 
 def load_settings(path: str | Path) -> TrainSettings:
     """Read and validate a train.yaml."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config {path} not found; pass --config PATH") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    raw = read_yaml(path, "config", "pass --config PATH") or {}
     return parse_settings(raw, str(path), path.parent.resolve())
