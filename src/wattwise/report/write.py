@@ -201,7 +201,7 @@ def html_report(result) -> str:
     members = _members(result)
     from wattwise.search.optimize import _quality_axis  # one definition of the axis
 
-    budget = result.budget_spec or _parse_for_axis(result.budget)
+    budget = result.budget_spec
     quality_of = lambda r: _quality_axis(budget, r)  # noqa: E731
     budget_line = -budget.threshold if budget.relative else budget.threshold
     images = []
@@ -252,9 +252,3 @@ img{{max-width:100%;display:block;margin:1em 0}}pre{{white-space:pre-wrap;font-s
 <h2>Candidates</h2><table><tr>{"".join(f"<th>{h}</th>" for h in HEADERS)}</tr>{rows}</table>
 <h2>Review summary</h2><pre>{markdown}</pre></body></html>
 """
-
-
-def _parse_for_axis(text: str):
-    from wattwise.search.budget import parse_budget
-
-    return parse_budget(text)

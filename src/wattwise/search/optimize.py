@@ -20,7 +20,7 @@ from torch import nn
 
 from wattwise.compress.pipeline import run_recipe
 from wattwise.compress.recipe import Recipe
-from wattwise.compress.variant import read_manifest, save_variant
+from wattwise.compress.variant import load_variant, read_manifest, save_variant
 from wattwise.errors import NoCandidateWithinBudgetError, WattwiseError
 from wattwise.measure.latency import QUICK_TIMING
 from wattwise.measure.profile import Profile, profile_model
@@ -61,11 +61,11 @@ class OptimizeResult:
     stop_reason: str
     elapsed_s: float
     machine: MachineInfo
+    budget_spec: Budget
     skipped_space: list[str] = field(default_factory=list)
     chosen_profile: dict[str, Any] | None = None
     baseline_profile: dict[str, Any] | None = None
     report_dir: str = ""
-    budget_spec: Budget | None = None
 
     @property
     def exit_code(self) -> int:
@@ -225,8 +225,6 @@ class Search:
         baseline_test = original.task.evaluate(original.module, "test")
         attempts = []
         for result in self.ranked():
-            from wattwise.compress.variant import load_variant
-
             variant = load_variant(result.variant_dir)
             test_profile = profile_model(
                 variant,
@@ -453,11 +451,11 @@ def optimize(
         reason,
         time.perf_counter() - started,
         machine,
+        budget_spec,
         search_space.skipped,
         chosen_profile.to_dict() if chosen_profile else None,
         baseline_profile.to_dict() if baseline_profile else None,
     )
-    result.budget_spec = budget_spec
     if write_report:
         result.report_dir = str(write_all(result, out_dir))
     return result
