@@ -36,10 +36,10 @@ import torch
 warnings.filterwarnings("ignore")
 os.environ.setdefault("WATTWISE_QUIET", "1")
 
-from wattwise.compress.backends import get_backend  # noqa: E402
+from wattwise.backends.base import get_backend  # noqa: E402
 from wattwise.compress.pipeline import run_recipe  # noqa: E402
 from wattwise.compress.recipe import BackendSpec, Recipe  # noqa: E402
-from wattwise.compress.steps import parse_step  # noqa: E402
+from wattwise.compress.steps.base import parse_step  # noqa: E402
 from wattwise.measure.flops import count_flops  # noqa: E402
 from wattwise.measure.latency import TimingSettings, time_forward  # noqa: E402
 from wattwise.measure.size import parameter_count, serialized_size_bytes  # noqa: E402

@@ -27,13 +27,16 @@ import torch.nn.functional as F
 warnings.filterwarnings("ignore")
 os.environ.setdefault("WATTWISE_QUIET", "1")
 
-from wattwise.compress.backends import get_backend  # noqa: E402
+from wattwise.backends.base import get_backend  # noqa: E402
 from wattwise.compress.pipeline import run_recipe  # noqa: E402
-from wattwise.compress.quantize_common import changed_bytes, tensor_bytes  # noqa: E402
 from wattwise.compress.quantize_storage import make_storable  # noqa: E402
 from wattwise.compress.recipe import Recipe  # noqa: E402
 from wattwise.measure.latency import LatencyStats, TimingSettings, time_forward  # noqa: E402
-from wattwise.measure.size import serialized_size_bytes  # noqa: E402
+from wattwise.measure.size import (  # noqa: E402
+    changed_bytes,
+    serialized_size_bytes,
+    tensor_bytes,
+)
 from wattwise.models.onnx_model import OnnxModule  # noqa: E402
 from wattwise.models.registry import LoadedModel, load_model  # noqa: E402
 
@@ -148,7 +151,7 @@ def peer_variants(loaded: LoadedModel, directory: Path):
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    from wattwise.compress.backend_onnxruntime import export_onnx
+    from wattwise.backends.onnxruntime import export_onnx
 
     fp32_state = tensor_bytes(loaded.module.state_dict())
     torch_ao = torch.ao.quantization.quantize_dynamic(copy.deepcopy(loaded.module))
@@ -166,7 +169,7 @@ def peer_variants(loaded: LoadedModel, directory: Path):
     export_onnx(loaded.module, loaded.task, exported, 18)
     quantized = directory / "peer_ort.onnx"
     ort_quantize_dynamic(str(exported), str(quantized))
-    from wattwise.compress.onnx_quantize import initializer_bytes
+    from wattwise.backends.onnx_quantize import initializer_bytes
 
     removed, added = changed_bytes(initializer_bytes(exported), initializer_bytes(quantized))
     module = OnnxModule(quantized, torch.get_num_threads())

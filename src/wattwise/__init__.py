@@ -27,11 +27,12 @@ __version__ = "0.1.0"
 
 _API = {
     "profile": "wattwise.api",
-    "load_model": "wattwise.models.registry",
+    "load_model": "wattwise.compress.variant",  # `open_model`: any spec, a variant included
+    "open_model": "wattwise.compress.variant",
     "ModelOptions": "wattwise.models.registry",
     "Profile": "wattwise.measure.profile",
     "load_variant": "wattwise.compress.variant",
-    "optimize": "wattwise.search.optimize",
+    "optimize": "wattwise.api",
     "loadtest": "wattwise.api",
     "WattwiseError": "wattwise.errors",
 }
@@ -39,7 +40,8 @@ _API = {
 
 def __getattr__(name: str):
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
+        attribute = "open_model" if name == "load_model" else name
+        return getattr(importlib.import_module(_API[name]), attribute)
     raise AttributeError(f"module 'wattwise' has no attribute {name!r}")
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from wattwise.compress.pipeline import compress
+from wattwise.compress.variant import open_model, profile_overrides
 from wattwise.measure.latency import TimingSettings
 from wattwise.measure.profile import Profile, profile_model
-from wattwise.models.registry import ModelOptions, load_model
-from wattwise.search.optimize import optimize
+from wattwise.models.registry import ModelOptions
+from wattwise.search.optimize import optimize as search
+from wattwise.search.results import OptimizeResult
 
 __all__ = ["compress", "optimize", "profile"]
 
@@ -21,22 +25,44 @@ def profile(
     timing: TimingSettings = TimingSettings(),
     show_progress: bool = False,
 ) -> Profile:
-    """Load `model` (any spec `load_model` accepts) and measure it; see `Profile`.
+    """Load `model` (any spec `open_model` accepts, a variant included) and measure it; see `Profile`.
 
     Example:
         p = wattwise.profile("digits-cnn", batch_sizes=(1, 32), region="FR")
         print(p.throughput_per_s["32"], p.energy_j_per_1k, p.energy_source)
     """
-    loaded = load_model(model, options)
+    loaded = open_model(model, options)
     return profile_model(
-        loaded, batch_sizes, device, region, threads, timing, show_progress=show_progress
+        loaded,
+        batch_sizes,
+        device=device,
+        region=region,
+        threads=threads,
+        timing=timing,
+        show_progress=show_progress,
+        overrides=profile_overrides(loaded),
     )
+
+
+def optimize(model: str, budget: str | None = None, objective: str = "throughput", **settings):
+    """Search for the cheapest variant within `budget` and write the report into `out`.
+
+    Takes `wattwise.search.optimize.optimize`'s keyword settings (batch_size, device, space,
+    time_limit_s, out, resume, seed, region, options). Returns the `OptimizeResult` with
+    `report_dir` set. Example:
+        result = wattwise.optimize("minilm", budget="fidelity>=0.99", out="report")
+    """
+    from wattwise.report.write import write_report
+
+    result: OptimizeResult = search(model, budget, objective, **settings)
+    result.report_dir = str(write_report(result, Path(settings.get("out", "report"))))
+    return result
 
 
 def train(config, role: str = "primary", show_progress: bool = False):
     """Train from a train.yaml path (or a dict of its fields) as primary or standby.
 
-    Returns a `wattwise.train.run.TrainRunResult`: final step, resume/promotion facts, checkpoint
+    Returns a `wattwise.train.results.TrainRunResult`: final step, resume/promotion facts, checkpoint
     stalls, the replication loss window, energy with its source.
 
     Example:

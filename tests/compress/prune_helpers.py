@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from wattwise.compress.pipeline import CompressionRun, run_recipe
+from wattwise.compress.context import CompressionRun
+from wattwise.compress.pipeline import run_recipe
 from wattwise.compress.recipe import Recipe
 from wattwise.compress.variant import save_variant
 from wattwise.models.registry import LoadedModel

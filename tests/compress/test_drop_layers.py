@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.compress.prune_helpers import run_steps, save_unprofiled
-from wattwise.compress.steps_layers import evenly_spaced
+from wattwise.compress.steps.layers import evenly_spaced
 from wattwise.compress.variant import load_variant
 from wattwise.errors import ConfigError
 from wattwise.models.registry import load_model

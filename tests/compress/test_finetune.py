@@ -8,7 +8,7 @@ import torch
 from tests.cli.run_cli import assert_one_line_error, run_cli
 from tests.compress.prune_helpers import run_steps
 from wattwise.compress.recipe import Recipe
-from wattwise.compress.steps_finetune import pattern_matches
+from wattwise.compress.steps.finetune import pattern_matches
 from wattwise.errors import ConfigError
 from wattwise.models.registry import load_model
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tests.compress.prune_helpers import run_steps, save_unprofiled
-from wattwise.compress.steps_prune import mask_2_4, sparse_storage_bytes
+from wattwise.compress.steps.prune import mask_2_4, sparse_storage_bytes
 from wattwise.compress.variant import load_variant
 from wattwise.errors import ConfigError, UnsupportedOnDeviceError
 from wattwise.models.registry import load_model

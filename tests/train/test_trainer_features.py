@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from wattwise.api import train
+from wattwise.fit.loop import TrainConfig, fit
+from wattwise.fit.memory import measure_activation_memory
 from wattwise.models.digits import DigitsCNN
 from wattwise.tasks.arrays import digits_task
 from wattwise.train.chaos import tiny_settings
 from wattwise.train.journal import read_events
-from wattwise.train.memory import measure_activation_memory
 from wattwise.train.store import checkpoint_name
-from wattwise.train.trainer import TrainConfig, fit
 
 
 def test_bf16_autocast_trains_on_cpu_and_loss_falls(tmp_path):

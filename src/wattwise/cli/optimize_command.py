@@ -54,23 +54,23 @@ def optimize(
 
     Exit codes: 0 chosen, 2 bad input, 3 no candidate within budget, 130 interrupted.
     """
+    from wattwise.api import optimize as run_optimize
     from wattwise.report.write import headline
-    from wattwise.search.optimize import optimize as run_optimize
 
     quiet_for_json(as_json)
     result = run_optimize(
         model,
         budget,
         objective,
-        batch_size,
-        device,
-        space,
-        parse_duration(time_limit),
-        out,
-        resume,
-        seed,
-        region,
-        model_options(weights, input_shape, data, metric),
+        batch_size=batch_size,
+        device=device,
+        space=space,
+        time_limit_s=parse_duration(time_limit),
+        out=out,
+        resume=resume,
+        seed=seed,
+        region=region,
+        options=model_options(weights, input_shape, data, metric),
     )
     if as_json:
         print_json(

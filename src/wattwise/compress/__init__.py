@@ -1,6 +1,4 @@
-"""Compression: recipe steps (quantize, cast, prune, distill, ...), backends, and variants.
+"""Compression: recipes of steps (`compress.steps`), the run that applies them, and variants.
 
-Importing this package registers every built-in step and backend.
+Backends (where a variant runs) live in `wattwise.backends`.
 """
-
-from wattwise.compress import registered  # noqa: F401  (side effect: registration)

@@ -7,57 +7,21 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from wattwise.compress.context import CompressionContext
+from wattwise.compress.context import CompressionContext, CompressionRun, Snapshot, StepReport
 from wattwise.compress.recipe import Recipe, step_is_deferred
 from wattwise.compress.steps import HANDLERS, Step
+from wattwise.compress.variant import open_model, save_variant
 from wattwise.measure.flops import count_flops
 from wattwise.measure.latency import QUICK_TIMING, LatencyStats, time_forward
 from wattwise.measure.size import parameter_count, serialized_size_bytes
 from wattwise.models.registry import LoadedModel
 from wattwise.progress import info
-
-
-@dataclass
-class Snapshot:
-    """Quick measures of a model between steps (quality on the val split)."""
-
-    parameters: int
-    size_bytes: int
-    flops_per_sample: int | None
-    latency_ms_p50: float
-    batch_size: int
-    quality: dict[str, float]
-
-
-@dataclass
-class StepReport:
-    """One step: what it was, its measures before and after, its notes and metrics."""
-
-    step: str
-    seconds: float
-    before: Snapshot | None
-    after: Snapshot | None
-    notes: list[str] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CompressionRun:
-    """The compressed (not yet exported) model and what happened on the way."""
-
-    module: nn.Module
-    rebuild: list[dict[str, Any]]
-    deferred: list[Step]
-    reports: list[StepReport]
-    notes: list[str]
-    context: CompressionContext
 
 
 def snapshot(
@@ -90,8 +54,6 @@ def run_recipe(
 
     Steps the backend applies at export (ONNX Runtime quantization) are returned in `deferred`.
     """
-    import wattwise.compress  # noqa: F401  (registers steps)
-
     teacher = copy.deepcopy(loaded.module).eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
@@ -147,10 +109,7 @@ def compress(
     Returns the saved `Variant`. Example:
         wattwise.compress("minilm", "recipe.yaml", "out/")
     """
-    from wattwise.compress.variant import save_variant
-    from wattwise.models.registry import load_model
-
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, options)
+    loaded = model if isinstance(model, LoadedModel) else open_model(model, options)
     if isinstance(recipe, (str, Path)):
         recipe = Recipe.from_yaml(recipe)
     elif isinstance(recipe, dict):

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from wattwise.backends import check_backend_name
 from wattwise.compress.steps import Step, parse_step
 from wattwise.config_files import read_yaml
 from wattwise.errors import ConfigError
@@ -44,8 +45,6 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: Any) -> Recipe:
         """Validate a parsed YAML mapping; unknown keys, steps or fields raise ConfigError."""
-        from wattwise.compress.backends import check_backend_name
-
         if not isinstance(data, dict):
             raise ConfigError("a recipe is a mapping with 'steps' (a list) and optional 'backend'")
         unknown = set(data) - {"steps", "backend"}
@@ -104,5 +103,4 @@ class Recipe:
 
 def step_is_deferred(step: Step, backend: str) -> bool:
     """True when the backend, not PyTorch, applies this step (e.g. ONNX Runtime quantization)."""
-    check = getattr(step, "deferred_for", None)
-    return bool(check and check(backend))
+    return step.deferred_for(backend)

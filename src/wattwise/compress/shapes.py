@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from wattwise.compress.rebuild import get_submodule_parent, register_rebuilder
+from wattwise.backends.rebuild import get_submodule_parent, register_rebuilder
 
 Architecture = dict[str, Any]
 

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from wattwise.compress.quantize_common import changed_bytes, size_metrics, tensor_bytes
+from wattwise.backends.rebuild import register_rebuilder
 from wattwise.compress.quantize_storage import make_storable
-from wattwise.compress.rebuild import register_rebuilder
 from wattwise.errors import ConfigError
+from wattwise.measure.size import changed_bytes, size_metrics, tensor_bytes
 
 TorchaoConfigBuilder = Callable[[dict[str, Any]], Any]
 TORCHAO_CONFIGS: dict[str, TorchaoConfigBuilder] = {}

@@ -1,6 +1,6 @@
 """What the training steps (distill, finetune) share: data checks, losses, mixed precision.
 
-Both train through the project's one loop, `wattwise.train.trainer.fit`.
+Both train through the project's one loop, `wattwise.fit.loop.fit`.
 """
 
 from __future__ import annotations

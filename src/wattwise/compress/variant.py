@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -22,13 +23,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from wattwise.compress.backends import get_backend
-from wattwise.compress.pipeline import CompressionRun, StepReport
+from wattwise.backends import get_backend
+from wattwise.compress import steps as registered_steps  # noqa: F401  (their rebuilders replay at load)
+from wattwise.compress.context import CompressionRun, StepReport
 from wattwise.compress.recipe import Recipe
 from wattwise.errors import VariantIntegrityError
 from wattwise.measure.flops import count_flops
 from wattwise.measure.latency import TimingSettings
-from wattwise.measure.profile import Profile, profile_model
+from wattwise.measure.profile import Profile, ProfileOverrides, profile_model
 from wattwise.models.registry import LoadedModel, ModelOptions, load_model
 from wattwise.paths import atomic_directory
 
@@ -117,24 +119,20 @@ def save_variant(
                 "torch.utils.flop_counter on the PyTorch model before export, batch of 1"
             )
         variant_model = LoadedModel(
-            str(output),
-            exported.module,
-            source.task,
-            "variant",
-            source.spec,
-            {"profile_overrides": overrides},
+            str(output), exported.module, source.task, "variant", source.spec
         )
         measured = None
         if profile:
             measured = profile_model(
                 variant_model,
                 batch_sizes,
-                run.context.device,
-                region,
-                recipe.backend.threads,
-                timing,
+                device=run.context.device,
+                region=region,
+                threads=recipe.backend.threads,
+                timing=timing,
                 quality_split=quality_split,
                 show_progress=show_progress,
+                overrides=ProfileOverrides.from_dict(overrides),
             )
         # The probe runs after the profile: a compiled backend then specializes its kernels to
         # the profiled batch shape first, as a server running one batch shape would.
@@ -164,6 +162,30 @@ def save_variant(
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return Variant(Path(output), manifest, measured, run.reports)
+
+
+def copy_variant(
+    source: Path,
+    destination: Path,
+    profile: Profile | None = None,
+    marker: str | None = None,
+) -> None:
+    """Copy a variant directory to `destination` atomically (replacing what was there).
+
+    With `profile`, the copy's manifest records it as the profile that chose it (the hashed
+    files are unchanged); `marker` is written to `.candidate` (the search's bookkeeping).
+    """
+    with atomic_directory(Path(destination)) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        if profile is not None:
+            manifest = read_manifest(staging)
+            manifest["profile"] = profile.to_dict()
+            manifest["chosen_by"] = (
+                "wattwise optimize (quality confirmed on the held-out test split)"
+            )
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        if marker is not None:
+            (staging / ".candidate").write_text(marker)
 
 
 def _report_dict(report: StepReport) -> dict[str, Any]:
@@ -212,8 +234,6 @@ def load_variant(path: str | Path, check_outputs: bool = False) -> LoadedModel:
     Example:
         loaded = wattwise.load_variant("out/"); loaded.module(*loaded.task.example_inputs(8))
     """
-    import wattwise.compress  # noqa: F401  (registers backends and rebuilders)
-
     path = Path(path)
     manifest = read_manifest(path)
     verify_files(path, manifest)
@@ -229,15 +249,39 @@ def load_variant(path: str | Path, check_outputs: bool = False) -> LoadedModel:
         source.task,
         "variant",
         {"spec": spec, "kind": source_kind, **source_record},
-        {
-            "manifest": manifest,
-            "profile_overrides": manifest.get("profile_overrides", {}),
-            **{k: v for k, v in source.extra.items() if k == "tokenizer"},
-        },
+        {"manifest": manifest, **{k: v for k, v in source.extra.items() if k == "tokenizer"}},
     )
     if check_outputs:
         outputs_match_probe(loaded, path)
     return loaded
+
+
+def is_variant_directory(spec: str | Path) -> bool:
+    """Whether `spec` names a variant directory (one holding variant.json)."""
+    path = Path(spec)
+    return path.is_dir() and (path / MANIFEST).is_file()
+
+
+def open_model(spec: str | LoadedModel, options: ModelOptions | None = None) -> LoadedModel:
+    """Any model spec, a variant directory included: the one loader for callers that may get
+    a variant (the CLI, the API, the server, the search).
+
+    Example:
+        loaded = wattwise.open_model("report/variant")
+    """
+    if isinstance(spec, LoadedModel):
+        return spec
+    if is_variant_directory(spec):
+        return load_variant(spec)
+    return load_model(spec, options)
+
+
+def profile_overrides(loaded: LoadedModel) -> ProfileOverrides | None:
+    """What a variant measured at export (FLOPs before export, notes), for `profile_model`."""
+    manifest = loaded.extra.get("manifest") if loaded.kind == "variant" else None
+    if not manifest:
+        return None
+    return ProfileOverrides.from_dict(manifest.get("profile_overrides", {}))
 
 
 def outputs_match_probe(loaded: LoadedModel, path: Path) -> None:

@@ -91,9 +91,43 @@ def _to_device(inputs: tuple[torch.Tensor, ...], device: str) -> tuple[torch.Ten
     return tuple(t.to(device) for t in inputs)
 
 
+@dataclass(frozen=True)
+class ProfileOverrides:
+    """Facts about a model that its runnable form cannot measure itself.
+
+    A variant exported to ONNX Runtime has no PyTorch graph to count FLOPs on, and its
+    stored size is that of its files; the variant module measures these at export time.
+
+    Attributes:
+        flops_per_sample: FLOPs of one sample, counted before export (None: count now).
+        flops_note: how the FLOPs were counted.
+        notes: facts the profile must show (sparsity, kernels that gain nothing, ...).
+        parameters: parameter count to report instead of counting the module's.
+        size_bytes: stored size to report instead of serializing the module.
+    """
+
+    flops_per_sample: int | None = None
+    flops_note: str | None = None
+    notes: tuple[str, ...] = ()
+    parameters: int | None = None
+    size_bytes: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProfileOverrides:
+        """From the `profile_overrides` mapping a variant manifest stores."""
+        return cls(
+            flops_per_sample=data.get("flops_per_sample"),
+            flops_note=data.get("flops_note"),
+            notes=tuple(data.get("notes", ())),
+            parameters=data.get("parameters"),
+            size_bytes=data.get("size_bytes"),
+        )
+
+
 def profile_model(
     loaded: LoadedModel,
     batch_sizes: tuple[int, ...] = (1, 32),
+    *,
     device: str = "cpu",
     region: str | None = None,
     threads: int | None = None,
@@ -101,8 +135,12 @@ def profile_model(
     evaluate: bool = True,
     quality_split: str = "test",
     show_progress: bool = True,
+    overrides: ProfileOverrides | None = None,
 ) -> Profile:
     """Measure `loaded` on `device`; see `Profile` for what comes back.
+
+    `overrides` carries facts measured before export that the exported module cannot give
+    (a variant's FLOPs counted on the PyTorch model, its stored size, its notes).
 
     Example:
         profile_model(load_model("digits-cnn"), batch_sizes=(1, 64))
@@ -125,11 +163,11 @@ def profile_model(
     energy_by_batch: dict[str, float] = {}
     energy_per_inference = {}
     peak_bytes, memory_source = 0, ""
-    overrides = loaded.extra.get("profile_overrides", {})
+    overrides = overrides or ProfileOverrides()
     with progress_bar(
         f"profiling {loaded.name}", total=len(batch_sizes) + 2, enabled=show_progress
     ) as bar:
-        flops = overrides.get("flops_per_sample")
+        flops = overrides.flops_per_sample
         if flops is None:
             flops = count_flops(module, _to_device(loaded.task.example_inputs(1), device))
         bar.advance("FLOPs counted")
@@ -157,15 +195,15 @@ def profile_model(
         bar.advance("quality scored")
     energy_batch = max(batch_sizes)
     per_1k = energy_by_batch[str(energy_batch)]
-    notes = list(overrides.get("notes", []))
+    notes = list(overrides.notes)
     return Profile(
         model=loaded.name,
         kind=loaded.kind,
         device=device if device != "cpu" else f"cpu ({platform.processor() or platform.machine()})",
         threads=torch.get_num_threads(),
         inputs=loaded.task.describe_inputs(),
-        parameters=int(overrides.get("parameters", parameter_count(module))),
-        size_bytes=int(overrides.get("size_bytes", serialized_size_bytes(module))),
+        parameters=int(overrides.parameters or parameter_count(module)),
+        size_bytes=int(overrides.size_bytes or serialized_size_bytes(module)),
         flops_per_sample=flops,
         batch_sizes=sorted(batch_sizes),
         latency_ms=latency,
@@ -189,11 +227,11 @@ def profile_model(
         carbon_source=f"{intensity.source} ({intensity.year})"
         + (f"; {intensity.note}" if intensity.note else ""),
         notes=notes,
-        flops_note=overrides.get(
-            "flops_note",
+        flops_note=overrides.flops_note
+        or (
             "torch.utils.flop_counter, batch of 1"
             if flops is not None
-            else "not countable for this model",
+            else "not countable for this model"
         ),
     )
 

@@ -1,6 +1,9 @@
-"""Parameters and serialized size of a model's weights."""
+"""Parameters and serialized size of a model's weights, and the bytes a quantization saved."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from safetensors.torch import save
@@ -33,3 +36,47 @@ def serialized_size_bytes(module: torch.nn.Module) -> int:
         return len(save(state))
     except Exception:  # noqa: BLE001 - tensor subclasses safetensors cannot write
         return sum(v.numel() * v.element_size() for v in state.values())
+
+
+def tensor_bytes(tensors: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    """name → (dtype, bytes) of each tensor in a state dict or ONNX initializer map."""
+    table = {}
+    for name, tensor in tensors.items():
+        if isinstance(tensor, torch.Tensor):
+            table[name] = (str(tensor.dtype), tensor.numel() * tensor.element_size())
+    return table
+
+
+def changed_bytes(
+    before: dict[str, tuple[str, int]], after: dict[str, tuple[str, int]]
+) -> tuple[int, int]:
+    """Bytes of the entries that a quantization replaced, before and after.
+
+    Entries identical in name, dtype and size on both sides (biases, untouched layers) drop
+    out, so the ratio is the one of the quantized layers' weights alone.
+    """
+    removed = sum(
+        size for name, (dtype, size) in before.items() if after.get(name) != (dtype, size)
+    )
+    added = sum(size for name, (dtype, size) in after.items() if before.get(name) != (dtype, size))
+    return removed, added
+
+
+def size_metrics(before_bytes: int, after_bytes: int, layers: Iterable[str]) -> dict[str, Any]:
+    """Metrics (and their ratio) for a step's report and the variant manifest."""
+    ratio = before_bytes / after_bytes if after_bytes else float("nan")
+    return {
+        "quantized_layers": len(list(layers)),
+        "quantized_weight_bytes_before": before_bytes,
+        "quantized_weight_bytes_after": after_bytes,
+        "quantized_weight_size_ratio": round(ratio, 3),
+    }
+
+
+def size_note(metrics: dict[str, Any]) -> str:
+    """One line for the profile notes."""
+    return (
+        f"quantized layers' weights: {metrics['quantized_weight_bytes_before']:,} → "
+        f"{metrics['quantized_weight_bytes_after']:,} bytes "
+        f"({metrics['quantized_weight_size_ratio']}x smaller, {metrics['quantized_layers']} layers)"
+    )

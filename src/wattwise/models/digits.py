@@ -39,7 +39,7 @@ class DigitsCNN(nn.Module):
 
 def train_digits_cnn(task: ArrayTask, steps: int = TRAIN_STEPS, seed: int = 0) -> DigitsCNN:
     """Train a fresh DigitsCNN on the task's train split with the project's trainer."""
-    from wattwise.train.trainer import TrainConfig, fit
+    from wattwise.fit.loop import TrainConfig, fit
 
     torch.manual_seed(seed)
     model = DigitsCNN()

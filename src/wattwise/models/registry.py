@@ -1,8 +1,8 @@
 """Resolve a model spec to a runnable module and the task that scores it.
 
-A spec is one of: a built-in name (`digits-cnn`, `minilm`), a variant directory written by
-`wattwise compress`/`optimize` (has `variant.json`), a Hugging Face model directory (has
-`config.json`), an ONNX file (`*.onnx`, profile only), or a `module:factory` callable.
+A spec is one of: a built-in name (`digits-cnn`, `minilm`), a Hugging Face model directory
+(has `config.json`), an ONNX file (`*.onnx`, profile only), or a `module:factory` callable.
+Variant directories are opened one level up, by `wattwise.compress.variant.open_model`.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ def load_model(spec: str, options: ModelOptions | None = None) -> LoadedModel:
     if spec in BUILTINS:
         return _load_builtin(spec, options)
     if path.is_dir() and (path / "variant.json").is_file():
-        from wattwise.compress.variant import load_variant
-
-        return load_variant(path)
+        raise UnknownModelError(
+            f"{spec} is a variant directory: open it with wattwise.open_model or load_variant"
+        )
     if path.is_dir() and (path / "config.json").is_file():
         return _load_huggingface(path, options)
     if path.suffix.lower() == ".onnx":

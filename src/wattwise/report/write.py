@@ -11,7 +11,7 @@ from typing import Any
 
 from wattwise.paths import atomic_write_text
 from wattwise.report import plots
-from wattwise.search.objective import Objective
+from wattwise.search.pareto import quality_axis
 from wattwise.search.results import CandidateResult
 
 
@@ -19,6 +19,10 @@ def write_report(result, out: Path) -> Path:
     """Write all three files into `out` (each atomically); returns `out`."""
     out = Path(out)
     data = dataclasses.asdict(result)
+    # The budget and objective as the user wrote them; their parts stay beside them.
+    data["budget"], data["budget_parts"] = result.budget.text(), data["budget"]
+    data["objective"] = result.objective.name
+    data["batch_size"] = result.batch_size
     data["exit_code"] = result.exit_code
     atomic_write_text(out / "report.json", json.dumps(data, indent=2, default=str))
     atomic_write_text(out / "report.md", markdown_report(result))
@@ -40,7 +44,7 @@ def headline(result) -> str:
     """One paragraph: chosen recipe, speed-up, quality, energy (or why nothing was chosen)."""
     if result.chosen is None:
         return (
-            f"No candidate met the budget {result.budget} (exit code 3). "
+            f"No candidate met the budget {result.budget.text()} (exit code 3). "
             "The closest candidates are listed below."
         )
     key = str(result.batch_size)
@@ -51,7 +55,7 @@ def headline(result) -> str:
         f"Chosen: {result.chosen.label}. Throughput at batch {result.batch_size}: "
         f"{after['throughput_per_s'][key]:,.1f} vs {before['throughput_per_s'][key]:,.1f} samples/s "
         f"({speedup:.2f}x). Test-split quality: {_quality_text(after['quality'])} "
-        f"(original {_quality_text(before['quality'])}); budget {result.budget} holds on the held-out "
+        f"(original {_quality_text(before['quality'])}); budget {result.budget.text()} holds on the held-out "
         f"split. Energy per 1k inferences: {after['energy_j_per_1k_by_batch'][key]:.4g} J vs "
         f"{before['energy_j_per_1k_by_batch'][key]:.4g} J ({energy_ratio:.2f}x less), "
         f"{_energy_label(after)}. Size {after['size_bytes'] / 1e6:.2f} MB vs "
@@ -115,7 +119,7 @@ def markdown_report(result) -> str:
         "",
         headline(result),
         "",
-        f"Budget `{result.budget}`, objective **{result.objective}** at batch {result.batch_size} "
+        f"Budget `{result.budget.text()}`, objective **{result.objective.name}** at batch {result.batch_size} "
         f"on {result.device}; seed {result.seed}; {result.elapsed_s:.0f} s of a "
         f"{result.time_limit_s:.0f} s limit. Candidates were scored on the val split; the "
         "chosen one was re-scored on the test split, which the search never used.",
@@ -163,7 +167,7 @@ def markdown_report(result) -> str:
                 else "costlier than the chosen one"
             )
             lines.append(
-                f"- {r.label}: {why} ({r.objective_display}, {result.budget.split('<')[0].split('>')[0]} "
+                f"- {r.label}: {why} ({r.objective_display}, {result.budget.metric}{'_drop' if result.budget.relative else ''} "
                 f"= {r.budget_value:.4f})"
             )
         else:
@@ -199,10 +203,8 @@ def _img(png: bytes, alt: str) -> str:
 def html_report(result) -> str:
     """Self-contained HTML page: summary, candidate table, embedded PNG plots."""
     members = _members(result)
-    from wattwise.search.optimize import _quality_axis  # one definition of the axis
-
-    budget = result.budget_spec
-    quality_of = lambda r: _quality_axis(budget, r)  # noqa: E731
+    budget = result.budget
+    quality_of = lambda r: quality_axis(budget, r)  # noqa: E731
     budget_line = -budget.threshold if budget.relative else budget.threshold
     images = []
     if members:
@@ -212,7 +214,7 @@ def html_report(result) -> str:
                     members,
                     result.front,
                     f"{budget.metric}{' (negated drop)' if budget.relative else ''}",
-                    f"{result.objective} cost, {Objective(result.objective, result.batch_size).unit}",
+                    f"{result.objective.name} cost, {result.objective.unit}",
                     quality_of,
                     result.chosen.id if result.chosen else None,
                     budget_line,

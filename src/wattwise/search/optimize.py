@@ -10,67 +10,35 @@ is declared within budget. The best variant so far is on disk at every moment (`
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from wattwise.compress.pipeline import run_recipe
-from wattwise.compress.recipe import Recipe
-from wattwise.compress.variant import load_variant, read_manifest, save_variant
-from wattwise.errors import NoCandidateWithinBudgetError, WattwiseError
+from wattwise.compress.variant import (
+    copy_variant,
+    load_variant,
+    open_model,
+    profile_overrides,
+    save_variant,
+)
+from wattwise.errors import WattwiseError
 from wattwise.measure.latency import QUICK_TIMING
 from wattwise.measure.profile import Profile, profile_model
-from wattwise.models.registry import LoadedModel, ModelOptions, load_model
-from wattwise.paths import atomic_directory, ensure_writable_dir
+from wattwise.models.registry import LoadedModel, ModelOptions
+from wattwise.paths import ensure_writable_dir
 from wattwise.progress import info, progress_bar
 from wattwise.search.budget import Budget, default_budget, parse_budget
 from wattwise.search.defaults import default_space
-from wattwise.search.machine import MachineInfo, machine_info
+from wattwise.search.machine import machine_info
 from wattwise.search.objective import Objective, parse_objective
-from wattwise.search.pareto import pareto_front
-from wattwise.search.results import CandidateResult, SearchState
+from wattwise.search.pareto import front_ids
+from wattwise.search.ranking import rank
+from wattwise.search.results import CandidateResult, OptimizeResult, SearchState
 from wattwise.search.space import Candidate, SearchSpace, load_space_yaml
-
-# Costs within this fraction of the best are ties, broken by candidate order (milder, earlier
-# first), so timing noise does not flip the choice between two equally fast variants.
-TIE_BAND = 0.03
-
-
-@dataclass
-class OptimizeResult:
-    """Everything a search found; the report is written from this."""
-
-    model: str
-    budget: str
-    objective: str
-    batch_size: int
-    device: str
-    seed: int
-    time_limit_s: float
-    baseline: CandidateResult
-    candidates: list[CandidateResult]
-    front: list[str]
-    chosen: CandidateResult | None
-    confirmation: dict[str, Any]
-    chosen_variant: str
-    partial: bool
-    stop_reason: str
-    elapsed_s: float
-    machine: MachineInfo
-    budget_spec: Budget
-    skipped_space: list[str] = field(default_factory=list)
-    chosen_profile: dict[str, Any] | None = None
-    baseline_profile: dict[str, Any] | None = None
-    report_dir: str = ""
-
-    @property
-    def exit_code(self) -> int:
-        """0 when a variant was chosen, 3 when none met the budget."""
-        return 0 if self.chosen else NoCandidateWithinBudgetError.exit_code
 
 
 def _layer_count(loaded: LoadedModel) -> int | None:
@@ -79,25 +47,29 @@ def _layer_count(loaded: LoadedModel) -> int | None:
     return len(layers) if layers is not None else None
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """What one search is asked: the budget and objective, where and how long to search."""
+
+    budget: Budget
+    objective: Objective
+    out: Path
+    device: str = "cpu"
+    seed: int = 0
+    time_limit_s: float = 180.0
+    region: str | None = None
+
+
 class Search:
     """One optimize run; see the module docstring."""
 
     def __init__(
-        self,
-        loaded: LoadedModel,
-        budget: Budget,
-        objective: Objective,
-        space: SearchSpace,
-        out: Path,
-        device: str,
-        seed: int,
-        time_limit_s: float,
-        state: SearchState,
-        region: str | None,
+        self, loaded: LoadedModel, space: SearchSpace, state: SearchState, settings: SearchSettings
     ) -> None:
-        self.loaded, self.budget, self.objective, self.space = loaded, budget, objective, space
-        self.out, self.device, self.seed = out, device, seed
-        self.time_limit_s, self.state, self.region = time_limit_s, state, region
+        self.loaded, self.space, self.state, self.settings = loaded, space, state, settings
+        self.budget, self.objective, self.out = settings.budget, settings.objective, settings.out
+        self.device, self.seed, self.region = settings.device, settings.seed, settings.region
+        self.time_limit_s = settings.time_limit_s
         self.started = time.perf_counter()
 
     # -- measuring -------------------------------------------------------------------------
@@ -105,8 +77,8 @@ class Search:
         return profile_model(
             loaded,
             (self.objective.batch_size,),
-            self.device,
-            self.region,
+            device=self.device,
+            region=self.region,
             timing=QUICK_TIMING,
             quality_split=split,
             show_progress=False,
@@ -153,12 +125,12 @@ class Search:
         started = time.perf_counter()
         directory = self.out / "candidates" / candidate.id
         try:
-            recipe = Recipe.from_dict(candidate.recipe)
+            recipe = candidate.recipe
             run = run_recipe(
                 self.loaded,
                 recipe,
-                self.device,
-                self.seed,
+                device=self.device,
+                seed=self.seed,
                 measure_steps=False,
                 show_progress=False,
             )
@@ -166,8 +138,8 @@ class Search:
                 run,
                 recipe,
                 directory,
-                (self.objective.batch_size,),
-                self.region,
+                batch_sizes=(self.objective.batch_size,),
+                region=self.region,
                 show_progress=False,
                 timing=QUICK_TIMING,
                 quality_split="val",
@@ -182,27 +154,9 @@ class Search:
         return result
 
     # -- choosing ------------------------------------------------------------------------------
-    def eligible(self, result: CandidateResult) -> bool:
-        """Within budget on val, and not slower than the original for a speed objective."""
-        if result.status != "measured" or not result.within_budget:
-            return False
-        return not (self.objective.is_speed and result.slower_than_original)
-
     def ranked(self) -> list[CandidateResult]:
-        """Eligible candidates by cost, ties (within TIE_BAND) broken by search order."""
-        order = {r.id: i for i, r in enumerate(self.state.results)}
-        eligible = [r for r in self.state.results if self.eligible(r)]
-        if not eligible:
-            return []
-        eligible.sort(key=lambda r: r.cost)
-        ranked: list[CandidateResult] = []
-        while eligible:
-            floor = eligible[0].cost
-            band = [r for r in eligible if r.cost <= floor * (1 + TIE_BAND)]
-            band.sort(key=lambda r: order[r.id])
-            ranked.append(band[0])
-            eligible.remove(band[0])
-        return ranked
+        """Eligible candidates so far, best first (see `wattwise.search.ranking`)."""
+        return rank(self.state.results, self.objective)
 
     def update_best(self) -> None:
         """Keep the best variant so far in `out/best/` (atomic copy)."""
@@ -213,9 +167,7 @@ class Search:
         marker = self.out / "best" / ".candidate"
         if marker.is_file() and marker.read_text() == best.id:
             return
-        with atomic_directory(self.out / "best") as staging:
-            shutil.copytree(best.variant_dir, staging, dirs_exist_ok=True)
-            (staging / ".candidate").write_text(best.id)
+        copy_variant(Path(best.variant_dir), self.out / "best", marker=best.id)
 
     def confirm(
         self,
@@ -229,10 +181,11 @@ class Search:
             test_profile = profile_model(
                 variant,
                 (self.objective.batch_size,),
-                self.device,
-                self.region,
+                device=self.device,
+                region=self.region,
                 quality_split="test",
                 show_progress=False,
+                overrides=profile_overrides(variant),
             )
             met = self.budget.met(baseline_test.metrics, test_profile.quality)
             attempts.append(
@@ -248,8 +201,8 @@ class Search:
                 base_profile = profile_model(
                     self.loaded,
                     (self.objective.batch_size,),
-                    self.device,
-                    self.region,
+                    device=self.device,
+                    region=self.region,
                     quality_split="test",
                     show_progress=False,
                 )
@@ -330,12 +283,7 @@ class Search:
         finished = [r.seconds for r in self.state.results if r.status == "measured"]
         base = sum(finished) / len(finished) if finished else 5.0
         # Any step with a `steps` field trains (distill, finetune, QAT).
-        steps = sum(
-            int(fields.get("steps", 0))
-            for entry in candidate.recipe.get("steps", [])
-            for fields in entry.values()
-            if isinstance(fields, dict)
-        )
+        steps = sum(int(getattr(step, "steps", 0) or 0) for step in candidate.recipe.steps)
         baseline = self.state.baseline
         batch_seconds = 0.0
         if baseline and baseline.profile:
@@ -360,6 +308,7 @@ def optimize(
     model: str,
     budget: str | None = None,
     objective: str = "throughput",
+    *,
     batch_size: int = 32,
     device: str = "cpu",
     space: str | None = None,
@@ -369,28 +318,25 @@ def optimize(
     seed: int = 0,
     region: str | None = None,
     options: ModelOptions | None = None,
-    write_report: bool = True,
 ) -> OptimizeResult:
     """Search recipes × backends for the cheapest variant within the quality budget.
 
-    Returns an `OptimizeResult`; the report (index.html, report.json, report.md) and the chosen
-    variant (`out/variant/`) are written to `out`. Example:
-        wattwise.optimize("minilm", budget="fidelity>=0.99", objective="throughput")
+    Returns an `OptimizeResult`; the chosen variant is in `out/variant/`, the best so far in
+    `out/best/`. The report is written by the caller (`wattwise.api.optimize` and the CLI do).
+    Example:
+        result = optimize("minilm", budget="fidelity>=0.99", objective="throughput")
     """
-    import wattwise.compress  # noqa: F401  (registers steps and backends)
-    from wattwise.report.write import write_report as write_all
-
     started = time.perf_counter()
     objective_spec = parse_objective(objective, batch_size)
     out_dir = ensure_writable_dir(Path(out))
-    loaded = load_model(model, options)
+    loaded = open_model(model, options)
     budget_spec = parse_budget(budget, loaded.task) if budget else default_budget(loaded.task)
     machine = machine_info()
     if space:
         search_space = load_space_yaml(space)
     else:
         search_space = default_space(loaded.task.output_kind, device, machine, _layer_count(loaded))
-    settings = {
+    state_settings = {
         "model": model,
         "budget": budget_spec.text(),
         "objective": objective_spec.name,
@@ -399,19 +345,17 @@ def optimize(
         "seed": seed,
         "space": space or "default",
     }
-    state = SearchState.load(out_dir, settings) if resume else SearchState(settings)
-    search = Search(
-        loaded,
-        budget_spec,
-        objective_spec,
-        search_space,
-        out_dir,
-        device,
-        seed,
-        time_limit_s,
-        state,
-        region,
+    state = SearchState.load(out_dir, state_settings) if resume else SearchState(state_settings)
+    settings = SearchSettings(
+        budget=budget_spec,
+        objective=objective_spec,
+        out=out_dir,
+        device=device,
+        seed=seed,
+        time_limit_s=time_limit_s,
+        region=region,
     )
+    search = Search(loaded, search_space, state, settings)
     partial, reason = False, ""
     chosen, confirmation, chosen_profile, baseline_profile = None, {}, None, None
     try:
@@ -423,58 +367,30 @@ def optimize(
         partial, reason = search.run()
         chosen, confirmation, chosen_profile, baseline_profile = search.confirm()
         if chosen:
-            with atomic_directory(out_dir / "variant") as staging:
-                shutil.copytree(chosen.variant_dir, staging, dirs_exist_ok=True)
-                _store_confirmed_profile(staging, chosen_profile)
+            copy_variant(Path(chosen.variant_dir), out_dir / "variant", profile=chosen_profile)
     except KeyboardInterrupt:
         partial, reason = True, "interrupted (Ctrl-C): partial results"
         baseline = state.baseline or CandidateResult("original", "original", 0, "original", {})
     measured = [r for r in state.results if r.status == "measured"]
     members = ([baseline] if baseline.status == "measured" else []) + measured
-    points = [(_quality_axis(budget_spec, r), r.cost) for r in members]
-    front = [members[i].id for i in pareto_front(points)]
-    result = OptimizeResult(
-        model,
-        budget_spec.text(),
-        objective_spec.name,
-        batch_size,
-        device,
-        seed,
-        time_limit_s,
-        baseline,
-        list(state.results),
-        front,
-        chosen,
-        confirmation,
-        str(out_dir / "variant") if chosen else "",
-        partial,
-        reason,
-        time.perf_counter() - started,
-        machine,
-        budget_spec,
-        search_space.skipped,
-        chosen_profile.to_dict() if chosen_profile else None,
-        baseline_profile.to_dict() if baseline_profile else None,
+    return OptimizeResult(
+        model=model,
+        budget=budget_spec,
+        objective=objective_spec,
+        device=device,
+        seed=seed,
+        time_limit_s=time_limit_s,
+        baseline=baseline,
+        candidates=list(state.results),
+        front=front_ids(budget_spec, members),
+        chosen=chosen,
+        confirmation=confirmation,
+        chosen_variant=str(out_dir / "variant") if chosen else "",
+        partial=partial,
+        stop_reason=reason,
+        elapsed_s=time.perf_counter() - started,
+        machine=machine,
+        skipped_space=search_space.skipped,
+        chosen_profile=chosen_profile.to_dict() if chosen_profile else None,
+        baseline_profile=baseline_profile.to_dict() if baseline_profile else None,
     )
-    if write_report:
-        result.report_dir = str(write_all(result, out_dir))
-    return result
-
-
-def _quality_axis(budget: Budget, result: CandidateResult) -> float:
-    """Quality for the Pareto front: higher is better (a drop is negated)."""
-    if budget.relative:
-        return -(result.budget_value or 0.0)
-    value = result.quality.get(budget.metric, 0.0)
-    return value if budget.higher_is_better else -value
-
-
-def _store_confirmed_profile(directory: Path, profile: Profile) -> None:
-    """Put the test-split profile of the chosen variant into its manifest (manifest only;
-    hashed files are unchanged)."""
-    import json
-
-    manifest = read_manifest(directory)
-    manifest["profile"] = profile.to_dict()
-    manifest["chosen_by"] = "wattwise optimize (quality confirmed on the held-out test split)"
-    (directory / "variant.json").write_text(json.dumps(manifest, indent=2, default=str))

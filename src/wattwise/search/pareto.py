@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from wattwise.search.budget import Budget
+from wattwise.search.results import CandidateResult
+
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of non-dominated points, where each point is (quality, cost): higher quality
@@ -20,3 +23,18 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: points[i][1])
+
+
+def quality_axis(budget: Budget, result: CandidateResult) -> float:
+    """A candidate's quality on the front's axis, where higher is better: the budgeted metric,
+    or its drop from the original negated (a drop of 0.01 is worse than one of 0.00)."""
+    if budget.relative:
+        return -(result.budget_value or 0.0)
+    value = result.quality.get(budget.metric, 0.0)
+    return value if budget.higher_is_better else -value
+
+
+def front_ids(budget: Budget, members: Sequence[CandidateResult]) -> list[str]:
+    """Ids of the candidates on the quality/cost front, cheapest first."""
+    points = [(quality_axis(budget, r), r.cost) for r in members]
+    return [members[i].id for i in pareto_front(points)]

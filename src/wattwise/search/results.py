@@ -1,4 +1,5 @@
-"""Result types of a search, and the state file that makes `--resume` possible."""
+"""Result types of a search (`CandidateResult`, `OptimizeResult`), and the state file that
+makes `--resume` possible."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wattwise.errors import ConfigError
+from wattwise.errors import ConfigError, NoCandidateWithinBudgetError
 from wattwise.paths import atomic_write_text
+from wattwise.search.budget import Budget
+from wattwise.search.machine import MachineInfo
+from wattwise.search.objective import Objective
 
 STATE_FILE = "search_state.json"
 
@@ -53,13 +57,13 @@ class CandidateResult:
     def of(cls, candidate, **fields: Any) -> CandidateResult:
         """A result for a candidate (wattwise.search.space.Candidate), before measuring."""
         return cls(
-            candidate.id,
-            candidate.family,
-            candidate.level,
-            candidate.label,
-            candidate.recipe,
-            candidate.peer,
-            candidate.note,
+            id=candidate.id,
+            family=candidate.family,
+            level=candidate.level,
+            label=candidate.label,
+            recipe=candidate.recipe.to_dict(),
+            peer=candidate.peer,
+            note=candidate.note,
             **fields,
         )
 
@@ -100,3 +104,51 @@ class SearchState:
             state.baseline = CandidateResult(**data["baseline"])
         state.results = [CandidateResult(**r) for r in data["results"] if r["status"] != "skipped"]
         return state
+
+
+@dataclass
+class OptimizeResult:
+    """Everything a search found; the CLI and API write the report from this.
+
+    Attributes:
+        budget / objective: the parsed budget and objective (not their text).
+        baseline: the original model, measured like every candidate.
+        candidates: every candidate in search order (measured, failed or skipped).
+        front: ids on the quality/cost Pareto front, cheapest first.
+        chosen: the cheapest candidate that held the budget on the held-out test split.
+        confirmation: the test-split attempts, in rank order.
+        chosen_variant: the directory of the chosen variant ("" when none).
+        partial / stop_reason: whether and why the search stopped before measuring everything.
+        chosen_profile / baseline_profile: test-split profiles of the chosen and the original.
+    """
+
+    model: str
+    budget: Budget
+    objective: Objective
+    device: str
+    seed: int
+    time_limit_s: float
+    baseline: CandidateResult
+    candidates: list[CandidateResult]
+    front: list[str]
+    chosen: CandidateResult | None
+    confirmation: dict[str, Any]
+    chosen_variant: str
+    partial: bool
+    stop_reason: str
+    elapsed_s: float
+    machine: MachineInfo
+    skipped_space: list[str] = field(default_factory=list)
+    chosen_profile: dict[str, Any] | None = None
+    baseline_profile: dict[str, Any] | None = None
+    report_dir: str = ""
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size every cost was measured at."""
+        return self.objective.batch_size
+
+    @property
+    def exit_code(self) -> int:
+        """0 when a variant was chosen, 3 when none met the budget."""
+        return 0 if self.chosen else NoCandidateWithinBudgetError.exit_code

@@ -32,7 +32,7 @@ class Candidate:
     Attributes:
         id: stable hash of the recipe (same recipe → same id, so --resume can skip it).
         family: the family it belongs to; `level` is its rank in it (0 = mildest).
-        recipe: the recipe as a YAML-shaped mapping.
+        recipe: the parsed recipe (`recipe.to_dict()` is its YAML-shaped mapping).
         peer: set for a peer library's one-call default ("onnxruntime quantize_dynamic", ...).
         note: why it is here or how it was ordered (e.g. "known slow without VNNI").
     """
@@ -40,7 +40,7 @@ class Candidate:
     id: str
     family: str
     level: int
-    recipe: dict[str, Any]
+    recipe: Recipe
     label: str
     peer: str = ""
     note: str = ""
@@ -56,9 +56,14 @@ def make_candidate(
 ) -> Candidate:
     """Validate a recipe mapping and wrap it as a Candidate."""
     parsed = Recipe.from_dict(recipe)
-    canonical = parsed.to_dict()
     return Candidate(
-        candidate_id(canonical), family, level, canonical, parsed.describe(), peer, note
+        id=candidate_id(parsed.to_dict()),
+        family=family,
+        level=level,
+        recipe=parsed,
+        label=parsed.describe(),
+        peer=peer,
+        note=note,
     )
 
 

@@ -36,13 +36,13 @@ class ModelReplica:
     def __init__(self, settings: dict[str, Any], signature: dict[str, Any]) -> None:
         import torch
 
+        from wattwise.compress.variant import open_model
         from wattwise.measure.energy import detect_energy_source
-        from wattwise.models.registry import load_model
         from wattwise.serve.settings import ServeSettings
 
         config = ServeSettings(**settings)
         torch.set_num_threads(config.threads())
-        loaded = load_model(config.model)
+        loaded = open_model(config.model)
         self.module = loaded.module.eval()
         self.task = loaded.task
         self.signature = ModelSignature.from_dict(signature)

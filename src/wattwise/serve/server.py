@@ -35,9 +35,9 @@ def model_signature(settings: ServeSettings) -> ModelSignature:
     """Load the model here once: fails fast with one line, and tells the API its schema."""
     import gc
 
-    from wattwise.models.registry import load_model
+    from wattwise.compress.variant import open_model
 
-    loaded = load_model(settings.model)
+    loaded = open_model(settings.model)
     signature = describe_model(loaded)
     del loaded
     gc.collect()

@@ -46,7 +46,8 @@ def simcse_loss(model: nn.Module, batch: TrainingBatch) -> torch.Tensor:
 
 def build_setup(settings: TrainSettings) -> TrainingSetup:
     """Model, task, loss and batches for a config (the model is seeded when built fresh)."""
-    from wattwise.models.registry import ModelOptions, load_model
+    from wattwise.compress.variant import open_model
+    from wattwise.models.registry import ModelOptions
 
     if settings.model == "digits-cnn" and settings.from_scratch:
         from wattwise.models.digits import DigitsCNN
@@ -65,7 +66,7 @@ def build_setup(settings: TrainSettings) -> TrainingSetup:
                 "its weights (drop from_scratch)"
             )
         options = ModelOptions(data=settings.data, metric=settings.metric)
-        loaded = load_model(settings.model, options)
+        loaded = open_model(settings.model, options)
         task, model = loaded.task, loaded.module
         if hasattr(task, "supervised_loss") and getattr(task, "labels", None) is not None:
             loss_fn = task.supervised_loss

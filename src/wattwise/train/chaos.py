@@ -26,7 +26,7 @@ from typing import Any
 
 from wattwise.train.config import load_settings
 from wattwise.train.journal import JournalReader
-from wattwise.train.run import make_lease
+from wattwise.train.lease import make_lease
 
 CLI = "from wattwise.cli import main; main()"
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wattwise.config_files import read_yaml
 from wattwise.errors import ConfigError
+from wattwise.fit.loop import TrainConfig
 
 
 class _Strict(BaseModel):
@@ -140,3 +141,18 @@ def load_settings(path: str | Path) -> TrainSettings:
     path = Path(path)
     raw = read_yaml(path, "config", "pass --config PATH") or {}
     return parse_settings(raw, str(path), path.parent.resolve())
+
+
+def train_config(settings: TrainSettings) -> TrainConfig:
+    """The trainer's config from the run settings."""
+    return TrainConfig(
+        steps=settings.steps,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        precision=settings.precision,
+        grad_accumulation=settings.grad_accumulation,
+        max_grad_norm=settings.max_grad_norm,
+        warmup_steps=settings.warmup_steps,
+        seed=settings.seed,
+        gradient_checkpointing=settings.gradient_checkpointing,
+    )

@@ -30,14 +30,16 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.nn.parallel import DistributedDataParallel
 
 from wattwise.errors import ConfigError
+from wattwise.fit.loop import StepLog, fit, make_optimizer, make_scheduler
 from wattwise.models.weights import save_weights
 from wattwise.tasks.base import ResumableBatches
 from wattwise.train.checkpoint import FORMAT, capture_rng, newest_committed, restore_rng
-from wattwise.train.config import TrainSettings
+from wattwise.train.config import TrainSettings, train_config
 from wattwise.train.journal import Journal
-from wattwise.train.lease import FencedError, LeaseKeeper, LeaseUnavailableError
+from wattwise.train.lease import FencedError, LeaseKeeper, LeaseUnavailableError, make_lease
+from wattwise.train.replication import fence_replicas
+from wattwise.train.results import TrainRunResult
 from wattwise.train.store import MANIFEST, LocalStore, checkpoint_name, open_store, step_of
-from wattwise.train.trainer import StepLog, fit, make_optimizer, make_scheduler
 
 STATE_FILE = "state.json"
 
@@ -190,7 +192,6 @@ class ShardedCheckpointer:
 def run_distributed(settings: TrainSettings, role: str, show_progress: bool):
     """One torchrun rank: init the process group, train with DDP, checkpoint with DCP."""
     from wattwise.train.build import build_setup
-    from wattwise.train.run import TrainRunResult, fence_replicas, make_lease, train_config
 
     if role != "primary":
         raise ConfigError(

@@ -29,6 +29,8 @@ from typing import Protocol
 
 from wattwise.errors import WattwiseError
 from wattwise.paths import atomic_write_text
+from wattwise.train.config import TrainSettings
+from wattwise.train.journal import Journal
 
 
 class FencedError(WattwiseError):
@@ -278,3 +280,32 @@ class LeaseKeeper:
         if release and self.lost is None:
             with suppress(WattwiseError):  # unreleased, it simply expires after the TTL
                 self.lease.release(self.epoch)
+
+
+def make_lease(settings: TrainSettings) -> Lease:
+    """The configured lease backend."""
+    if settings.lease.backend == "etcd":
+        return EtcdLease(settings.lease.endpoints, settings.lease.key, settings.lease.ttl_s)
+    return FileLease(settings.lease_dir(), settings.lease.ttl_s)
+
+
+def wait_for_lease(lease: Lease, poll_s: float, journal: Journal) -> int:
+    """Standby: poll until the primary's lease is free or expired, then take it."""
+    journal.write("standby_waiting", holder=describe_holder(lease))
+    while True:
+        try:
+            epoch = lease.try_acquire()
+        except LeaseUnavailableError as error:
+            journal.write("lease_backend_unreachable", error=str(error))
+            epoch = None
+        if epoch is not None:
+            return epoch
+        time.sleep(poll_s)
+
+
+def describe_holder(lease: Lease) -> str:
+    """Who holds the lease, or why that is unknown (never raises)."""
+    try:
+        return lease.describe()
+    except LeaseUnavailableError as error:
+        return f"unknown ({error})"

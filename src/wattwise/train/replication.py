@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from wattwise.errors import ConfigError
 from wattwise.train.checkpoint import Snapshot, encode, make_manifest
+from wattwise.train.journal import Journal
 from wattwise.train.lease import FencedError
 from wattwise.train.store import (
     MANIFEST,
@@ -313,3 +314,15 @@ class Replicator:
                     f"async checkpoint step {snap.step} on {committed}/{len(stores)} replicas in "
                     f"{persist:.3f} s; lag {lag.steps} steps / {lag.seconds:.2f} s"
                 )
+
+
+def fence_replicas(stores: list[CheckpointStore], epoch: int, settings, journal: Journal) -> None:
+    """Record the new epoch on every replica so an older primary stops before committing there."""
+    for store in stores:
+        try:
+            if store.read_fence() < epoch:
+                store.write_fence(epoch)
+        except CheckpointError as error:
+            if settings.replication == "sync" and settings.on_replica_failure == "fail":
+                raise
+            journal.write("fence_failed", replica=store.url, error=str(error))

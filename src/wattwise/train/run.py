@@ -12,138 +12,32 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from wattwise.fit.loop import StepLog, fit, make_optimizer, make_scheduler
 from wattwise.models.weights import save_weights
 from wattwise.progress import info
 from wattwise.tasks.base import ResumableBatches
 from wattwise.train.build import TrainingSetup, build_setup
 from wattwise.train.checkpoint import newest_committed, restore_training, snapshot
-from wattwise.train.config import TrainSettings
+from wattwise.train.config import TrainSettings, train_config
 from wattwise.train.journal import Journal
 from wattwise.train.lease import (
-    EtcdLease,
     FencedError,
-    FileLease,
-    Lease,
     LeaseKeeper,
     LeaseUnavailableError,
+    describe_holder,
+    make_lease,
+    wait_for_lease,
 )
-from wattwise.train.replication import Replicator
-from wattwise.train.store import CheckpointError, CheckpointStore, open_store
-from wattwise.train.trainer import StepLog, TrainConfig, fit, make_optimizer, make_scheduler
+from wattwise.train.replication import Replicator, fence_replicas
+from wattwise.train.results import TrainRunResult
+from wattwise.train.store import CheckpointStore, open_store
 
 ROLES = ("primary", "standby")
-
-
-@dataclass
-class TrainRunResult:
-    """What one `wattwise train` process did.
-
-    Attributes:
-        role: the role it started as; `promoted` says whether a standby took over.
-        epoch: its lease epoch.
-        final_step: the step the run reached (== config steps when it finished).
-        resumed_from_step: the checkpoint step it resumed from (None for a fresh start).
-        resumed_from_replica: the replica that checkpoint came from.
-        promotion_s: standby only: seconds from acquiring the lease to the first resumed step.
-        final_loss: loss of the last step trained in this process (NaN if it trained none).
-        train_s: wall seconds spent in the training loop.
-        checkpoints: checkpoints saved by this process.
-        replication: "sync" or "async"; degraded lists replicas that fell back to async.
-        stall_s_mean: mean seconds the loop waited per checkpoint (snapshot + queue or writes).
-        max_lag_steps / max_lag_s: the largest loss window seen (not yet on every replica).
-        energy_j: energy of the trained steps; energy_source and its ± band.
-        activation_memory: bytes without/with gradient checkpointing, when switched on.
-        weights_path: final weights (safetensors), written when the run finished.
-        journal_path: the JSONL event log.
-    """
-
-    role: str
-    epoch: int
-    final_step: int
-    resumed_from_step: int | None = None
-    resumed_from_replica: str | None = None
-    promoted: bool = False
-    promotion_s: float | None = None
-    final_loss: float = float("nan")
-    train_s: float = 0.0
-    checkpoints: int = 0
-    replication: str = "sync"
-    degraded: list[str] = field(default_factory=list)
-    stall_s_mean: float = 0.0
-    max_lag_steps: int = 0
-    max_lag_s: float = 0.0
-    energy_j: float = 0.0
-    energy_source: str | None = None
-    energy_uncertainty_pct: float | None = None
-    activation_memory: dict[str, Any] | None = None
-    weights_path: str | None = None
-    journal_path: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
-
-
-def make_lease(settings: TrainSettings) -> Lease:
-    """The configured lease backend."""
-    if settings.lease.backend == "etcd":
-        return EtcdLease(settings.lease.endpoints, settings.lease.key, settings.lease.ttl_s)
-    return FileLease(settings.lease_dir(), settings.lease.ttl_s)
-
-
-def wait_for_lease(lease: Lease, poll_s: float, journal: Journal) -> int:
-    """Standby: poll until the primary's lease is free or expired, then take it."""
-    journal.write("standby_waiting", holder=_describe(lease))
-    while True:
-        try:
-            epoch = lease.try_acquire()
-        except LeaseUnavailableError as error:
-            journal.write("lease_backend_unreachable", error=str(error))
-            epoch = None
-        if epoch is not None:
-            return epoch
-        time.sleep(poll_s)
-
-
-def _describe(lease: Lease) -> str:
-    try:
-        return lease.describe()
-    except LeaseUnavailableError as error:
-        return f"unknown ({error})"
-
-
-def fence_replicas(stores: list[CheckpointStore], epoch: int, settings, journal: Journal) -> None:
-    """Record the new epoch on every replica so an older primary stops before committing there."""
-    for store in stores:
-        try:
-            if store.read_fence() < epoch:
-                store.write_fence(epoch)
-        except CheckpointError as error:
-            if settings.replication == "sync" and settings.on_replica_failure == "fail":
-                raise
-            journal.write("fence_failed", replica=store.url, error=str(error))
-
-
-def train_config(settings: TrainSettings) -> TrainConfig:
-    """The trainer's config from the run settings."""
-    return TrainConfig(
-        steps=settings.steps,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        precision=settings.precision,
-        grad_accumulation=settings.grad_accumulation,
-        max_grad_norm=settings.max_grad_norm,
-        warmup_steps=settings.warmup_steps,
-        seed=settings.seed,
-        gradient_checkpointing=settings.gradient_checkpointing,
-    )
 
 
 def run_training(
@@ -185,7 +79,7 @@ def _run_with_lease(
         epoch = lease.try_acquire()
         if epoch is None:
             raise LeaseUnavailableError(
-                f"the primary lease is held by {_describe(lease)}; start this one with "
+                f"the primary lease is held by {describe_holder(lease)}; start this one with "
                 "--role standby, or wait for the lease to expire"
             )
     else:
@@ -333,7 +227,7 @@ def _train(
 
 
 def _measure_memory(setup: TrainingSetup, settings: TrainSettings) -> dict[str, Any]:
-    from wattwise.train.memory import measure_activation_memory
+    from wattwise.fit.memory import measure_activation_memory
 
     batch = next(setup.make_batches(settings.seed))  # a separate iterator: no data consumed
     measured = measure_activation_memory(setup.model, batch, setup.loss_fn, settings.precision)

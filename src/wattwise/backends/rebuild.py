@@ -31,8 +31,6 @@ def register_rebuilder(op: str):
 
 def replay(module: nn.Module, records: list[dict[str, Any]]) -> nn.Module:
     """Apply every record in order."""
-    import wattwise.compress  # noqa: F401  (registers rebuilders)
-
     for record in records:
         op = record.get("op")
         if op not in REBUILDERS:

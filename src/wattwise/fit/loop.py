@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from wattwise.fit.memory import enable_gradient_checkpointing
+from wattwise.fit.precision import PRECISIONS, autocast_context
 from wattwise.tasks.base import TrainingBatch
 
 LossFn = Callable[[nn.Module, TrainingBatch], torch.Tensor]
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class TrainConfig:
         seed: seeds torch, numpy and random before training.
         gradient_checkpointing: recompute activations in backward instead of keeping them
             (less activation memory, roughly one extra forward of compute); see
-            `wattwise.train.memory`.
+            `wattwise.fit.memory`.
     """
 
     steps: int
@@ -81,14 +82,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def autocast_context(precision: str, device_type: str):
-    """The autocast context for a precision, or a no-op for fp32."""
-    if precision == "fp32":
-        return torch.autocast(device_type=device_type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device_type, dtype=dtype)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -146,8 +139,6 @@ def fit(
         seed_everything(config.seed)
     device_type = next((p.device.type for p in model.parameters()), "cpu")
     if config.gradient_checkpointing:
-        from wattwise.train.memory import enable_gradient_checkpointing
-
         enable_gradient_checkpointing(model)
     optimizer = optimizer or make_optimizer(model, config)
     scheduler = scheduler or make_scheduler(optimizer, config)

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from torch import nn
 
-from wattwise.compress.steps import Step, StepOutcome, register_step
+from wattwise.compress.steps.base import Step, StepOutcome, register_step
 from wattwise.compress.training import (
     default_distill_loss,
     default_learning_rate,
@@ -25,7 +25,7 @@ from wattwise.compress.training import (
     supervised_loss,
 )
 from wattwise.errors import ConfigError
-from wattwise.train.trainer import TrainConfig, fit
+from wattwise.fit.loop import TrainConfig, fit
 
 
 class Finetune(Step):

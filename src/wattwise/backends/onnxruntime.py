@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from wattwise.compress.backends import Exported, register_backend
-from wattwise.compress.onnx_quantize import ONNX_QUANTIZERS
+from wattwise.backends.base import Exported, register_backend
+from wattwise.backends.onnx_quantize import ONNX_QUANTIZERS
 from wattwise.errors import ConfigError
 from wattwise.models.onnx_model import OnnxModule
 

@@ -15,9 +15,8 @@ from pydantic import AfterValidator
 from torch import nn
 from torch.nn.utils import prune
 
-from wattwise.compress.rebuild import get_submodule_parent, register_rebuilder
-from wattwise.compress.selection import selected_modules
-from wattwise.compress.steps import Step, StepOutcome, register_step
+from wattwise.backends.rebuild import get_submodule_parent, register_rebuilder
+from wattwise.compress.steps.base import Step, StepOutcome, register_step, selected_modules
 from wattwise.errors import ConfigError, UnsupportedOnDeviceError
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -25,8 +25,8 @@ from pydantic import Field
 from torch import nn
 
 from wattwise.compress.shapes import architecture_of, resize_record
-from wattwise.compress.steps import Step, StepOutcome, register_step
-from wattwise.compress.steps_prune import Sparsity
+from wattwise.compress.steps.base import Step, StepOutcome, register_step
+from wattwise.compress.steps.prune import Sparsity
 from wattwise.errors import ConfigError
 from wattwise.measure.size import parameter_count
 from wattwise.tasks.base import ModelInputs

@@ -19,7 +19,7 @@ import onnx
 from onnx import numpy_helper
 from torch import nn
 
-from wattwise.compress.quantize_common import changed_bytes, size_metrics, size_note
+from wattwise.measure.size import changed_bytes, size_metrics, size_note
 
 OnnxQuantizer = Callable[[Any, nn.Module, Any, Path, Path], tuple[list[str], dict[str, Any]]]
 ONNX_QUANTIZERS: dict[type, OnnxQuantizer] = {}

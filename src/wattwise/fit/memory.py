@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from wattwise.fit.precision import autocast_context
 from wattwise.tasks.base import TrainingBatch
 
 _MARK = "_wattwise_checkpointed"
@@ -159,8 +160,6 @@ def measure_activation_memory(
 
     RNG states are forked so the measurement does not change what training does next.
     """
-    from wattwise.train.trainer import autocast_context
-
     inner = _unwrap(model)
     device_type = next((p.device.type for p in inner.parameters()), "cpu")
     was_training = inner.training

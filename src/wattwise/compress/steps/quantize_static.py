@@ -14,15 +14,19 @@ from typing import Literal
 import numpy as np
 from torch import nn
 
-from wattwise.compress.onnx_quantize import (
+from wattwise.backends.onnx_quantize import (
     prepare_for_quantization,
     quantization_report,
     register_onnx_quantizer,
     selected_nodes,
 )
-from wattwise.compress.quantize_common import calibration_batches, require_cuda, selected_names
-from wattwise.compress.steps import Step, StepOutcome, register_step
-from wattwise.compress.steps_quantize import torch_outcome
+from wattwise.compress.steps.base import Step, StepOutcome, register_step
+from wattwise.compress.steps.quantize import torch_outcome
+from wattwise.compress.steps.quantize_common import (
+    calibration_batches,
+    require_cuda,
+    selected_names,
+)
 from wattwise.errors import ConfigError
 
 CALIBRATION_BATCH = 16

@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from wattwise.compress.backends import Exported, register_backend
-from wattwise.compress.rebuild import replay
+from wattwise.backends.base import Exported, register_backend
+from wattwise.backends.rebuild import replay
 from wattwise.models.weights import load_weights, save_weights
 
 WEIGHTS = "model.safetensors"

@@ -63,8 +63,6 @@ def register_backend(name: str):
 
 def check_backend_name(name: str) -> None:
     """Reject an unknown backend, listing the known ones."""
-    import wattwise.compress  # noqa: F401  (registers backends)
-
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}: use one of {', '.join(sorted(BACKENDS))}")
 

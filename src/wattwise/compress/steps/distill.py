@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from wattwise.compress.steps import Step, StepOutcome, register_step
+from wattwise.compress.steps.base import Step, StepOutcome, register_step
 from wattwise.compress.training import (
     default_distill_loss,
     default_learning_rate,
@@ -21,7 +21,7 @@ from wattwise.compress.training import (
     mixed_precision,
     require_training_data,
 )
-from wattwise.train.trainer import TrainConfig, fit
+from wattwise.fit.loop import TrainConfig, fit
 
 
 class Distill(Step):

@@ -4,7 +4,7 @@
 
 torchao's QAT (`QATConfig`) swaps the selected Linear layers for fake-quantized ones that
 round weights (and, for int8_dynamic, activations per token) the way the target will; the
-project's one training loop (`wattwise.train.trainer.fit`) fine-tunes them on the task's
+project's one training loop (`wattwise.fit.loop.fit`) fine-tunes them on the task's
 training data; the layers are swapped back and quantized as `int8_dynamic` or
 `int4_weight_only` would quantize them.
 """
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wattwise.compress.quantize_common import resolve_implementation, selected_names
-from wattwise.compress.steps import Step, StepOutcome, register_step
-from wattwise.compress.steps_quantize import torch_outcome
+from wattwise.compress.steps.base import Step, StepOutcome, register_step
+from wattwise.compress.steps.quantize import torch_outcome
+from wattwise.compress.steps.quantize_common import resolve_implementation, selected_names
 from wattwise.errors import ConfigError
 from wattwise.tasks.base import TrainingBatch
 
@@ -58,7 +58,7 @@ def apply_qat(context, module: nn.Module, step: QuantizationAwareTraining) -> St
     from torchao.quantization import quantize_
     from torchao.quantization.qat import QATConfig
 
-    from wattwise.train.trainer import TrainConfig, fit
+    from wattwise.fit.loop import TrainConfig, fit
 
     if context.backend.name == "onnxruntime":
         raise ConfigError(

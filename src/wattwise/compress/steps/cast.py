@@ -11,8 +11,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from wattwise.compress.rebuild import register_rebuilder
-from wattwise.compress.steps import Step, StepOutcome, register_step
+from wattwise.backends.rebuild import register_rebuilder
+from wattwise.compress.steps.base import Step, StepOutcome, register_step
 from wattwise.errors import UnsupportedOnDeviceError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

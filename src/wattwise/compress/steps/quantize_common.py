@@ -3,14 +3,12 @@ those layers take before and after, and calibration samples from the task's data
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from wattwise.compress.selection import selected_modules
-from wattwise.compress.steps import LayerSelection
+from wattwise.compress.steps.base import LayerSelection, selected_modules
 from wattwise.errors import ConfigError, UnsupportedOnDeviceError
 
 IMPLEMENTATIONS = ("auto", "torchao", "torch_ao", "onnxruntime")
@@ -55,50 +53,6 @@ def selected_names(
             f"{kinds} layer; loosen 'layers' (include/exclude globs, module_types)"
         )
     return names
-
-
-def tensor_bytes(tensors: dict[str, Any]) -> dict[str, tuple[str, int]]:
-    """name → (dtype, bytes) of each tensor in a state dict or ONNX initializer map."""
-    table = {}
-    for name, tensor in tensors.items():
-        if isinstance(tensor, torch.Tensor):
-            table[name] = (str(tensor.dtype), tensor.numel() * tensor.element_size())
-    return table
-
-
-def changed_bytes(
-    before: dict[str, tuple[str, int]], after: dict[str, tuple[str, int]]
-) -> tuple[int, int]:
-    """Bytes of the entries that a quantization replaced, before and after.
-
-    Entries identical in name, dtype and size on both sides (biases, untouched layers) drop
-    out, so the ratio is the one of the quantized layers' weights alone.
-    """
-    removed = sum(
-        size for name, (dtype, size) in before.items() if after.get(name) != (dtype, size)
-    )
-    added = sum(size for name, (dtype, size) in after.items() if before.get(name) != (dtype, size))
-    return removed, added
-
-
-def size_metrics(before_bytes: int, after_bytes: int, layers: Iterable[str]) -> dict[str, Any]:
-    """Metrics (and their ratio) for a step's report and the variant manifest."""
-    ratio = before_bytes / after_bytes if after_bytes else float("nan")
-    return {
-        "quantized_layers": len(list(layers)),
-        "quantized_weight_bytes_before": before_bytes,
-        "quantized_weight_bytes_after": after_bytes,
-        "quantized_weight_size_ratio": round(ratio, 3),
-    }
-
-
-def size_note(metrics: dict[str, Any]) -> str:
-    """One line for the profile notes."""
-    return (
-        f"quantized layers' weights: {metrics['quantized_weight_bytes_before']:,} → "
-        f"{metrics['quantized_weight_bytes_after']:,} bytes "
-        f"({metrics['quantized_weight_size_ratio']}x smaller, {metrics['quantized_layers']} layers)"
-    )
 
 
 def calibration_batches(task, samples: int, batch_size: int, seed: int) -> Iterator[tuple]:

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from wattwise.compress.backend_eager import WEIGHTS, rebuild_module
-from wattwise.compress.backends import Exported, register_backend
+from wattwise.backends.base import Exported, register_backend
+from wattwise.backends.eager import WEIGHTS, rebuild_module
 from wattwise.models.weights import save_weights
 from wattwise.paths import cache_dir
 

@@ -16,21 +16,21 @@ from typing import Literal
 
 from torch import nn
 
-from wattwise.compress.onnx_quantize import (
+from wattwise.backends.onnx_quantize import (
     prepare_for_quantization,
     quantization_report,
     register_onnx_quantizer,
     selected_nodes,
 )
-from wattwise.compress.quantize_common import (
+from wattwise.compress.steps.base import Step, StepOutcome, register_step
+from wattwise.compress.steps.quantize_common import (
     require_cuda,
     resolve_implementation,
     selected_names,
-    size_note,
 )
-from wattwise.compress.steps import Step, StepOutcome, register_step
 from wattwise.compress.torch_quantize import quantize_with_record
 from wattwise.errors import ConfigError
+from wattwise.measure.size import size_note
 
 Implementation = Literal["auto", "torchao", "torch_ao", "onnxruntime"]
 

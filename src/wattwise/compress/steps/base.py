@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,8 +42,10 @@ class Step(BaseModel):
     kind: ClassVar[str] = ""
     method: str = ""
     layers: LayerSelection = Field(default_factory=LayerSelection)
-    # Steps a backend applies at export time (ONNX Runtime quantization) set this.
-    deferred_to_backend: ClassVar[bool] = False
+
+    def deferred_for(self, backend_name: str) -> bool:
+        """True when `backend_name` applies this step at export (ONNX Runtime quantization)."""
+        return False
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The `{kind: {fields}}` mapping a user writes in YAML."""
@@ -65,7 +68,7 @@ class StepOutcome:
     Attributes:
         module: the model after the step (may be the same object).
         rebuild: architecture records `load_variant` replays to rebuild the module before it
-            loads the saved weights (see `wattwise.compress.rebuild`).
+            loads the saved weights (see `wattwise.backends.rebuild`).
         notes: facts the profile must show (sparsity, "dense kernels gain no speed", ...).
         metrics: numbers the step measured (training loss, sparsity, ...).
     """
@@ -135,3 +138,33 @@ def parse_step(entry: Any) -> Step:
         raise ConfigError(
             f"step {kind} {method}: field {where!r}: {first['msg']} (fields: {allowed})"
         ) from error
+
+
+# Choosing the layers a step touches (torchao's `filter_fn(module, fqn)` idea).
+FilterFn = Callable[[nn.Module, str], bool]
+
+
+def layer_filter(
+    selection: LayerSelection, default_types: tuple[type, ...] = (nn.Linear,)
+) -> FilterFn:
+    """A `filter_fn(module, fqn)` for a selection; without `module_types`, `default_types`."""
+
+    def accept(module: nn.Module, name: str) -> bool:
+        if selection.module_types:
+            if type(module).__name__ not in selection.module_types:
+                return False
+        elif not isinstance(module, default_types):
+            return False
+        if selection.include and not any(fnmatchcase(name, p) for p in selection.include):
+            return False
+        return not any(fnmatchcase(name, p) for p in selection.exclude)
+
+    return accept
+
+
+def selected_modules(
+    model: nn.Module, selection: LayerSelection, default_types: tuple[type, ...] = (nn.Linear,)
+) -> list[tuple[str, nn.Module]]:
+    """(name, module) pairs the selection accepts."""
+    accept = layer_filter(selection, default_types)
+    return [(name, m) for name, m in model.named_modules() if name and accept(m, name)]

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import nn
 
-from wattwise.compress.rebuild import get_submodule_parent, register_rebuilder
-from wattwise.compress.steps import Step, StepOutcome, register_step
+from wattwise.backends.rebuild import get_submodule_parent, register_rebuilder
+from wattwise.compress.steps.base import Step, StepOutcome, register_step
 from wattwise.errors import ConfigError
 
 
