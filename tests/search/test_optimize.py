@@ -14,7 +14,6 @@ import pytest
 import wattwise
 from tests.cli.run_cli import assert_one_line_error, run_cli
 from wattwise.compress.variant import load_variant
-from wattwise.search.budget import parse_budget
 
 SPACE = """
 families:
@@ -53,7 +52,7 @@ def test_chosen_variant_meets_budget_when_rescored_independently(search):
     assert result.chosen is not None and result.exit_code == 0
     original = wattwise.load_model("digits-cnn")
     chosen = load_variant(directory / "report" / "variant", check_outputs=True)
-    budget = parse_budget(result.budget, original.task)
+    budget = result.budget
     before = original.task.evaluate(original.module, "test").metrics
     after = chosen.task.evaluate(chosen.module, "test").metrics
     assert budget.met(before, after)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psutil
 import typer
 
 from wattwise.cli import app
@@ -44,6 +45,12 @@ def optimize(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted search in --out."),
     seed: int = typer.Option(0, "--seed", help="Seed: same seed, same candidates and choice."),
     region: str = typer.Option(None, "--region", help="ISO country code for carbon."),
+    workload: str = typer.Option(
+        "fixed",
+        "--workload",
+        help="What speed is timed on: fixed (the kernel-level batch; text: 128 real tokens per "
+        "input) or corpus (the task's real texts, length-sorted batches).",
+    ),
     weights: str = WEIGHTS_OPTION,
     input_shape: str = INPUT_SHAPE_OPTION,
     data: str = DATA_OPTION,
@@ -71,6 +78,8 @@ def optimize(
         seed=seed,
         region=region,
         options=model_options(weights, input_shape, data, metric),
+        workload=workload,
+        started_unix=psutil.Process().create_time(),  # start-up counts against the limit
     )
     if as_json:
         print_json(

@@ -32,7 +32,7 @@ from wattwise.measure.flops import count_flops
 from wattwise.measure.latency import TimingSettings
 from wattwise.measure.profile import Profile, ProfileOverrides, profile_model
 from wattwise.models.registry import LoadedModel, ModelOptions, load_model
-from wattwise.paths import atomic_directory
+from wattwise.paths import atomic_directory, atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST = "variant.json"
@@ -53,12 +53,14 @@ LIBRARIES = (
 
 @dataclass
 class Variant:
-    """A saved variant: where it is, its manifest, profile and per-step reports."""
+    """A saved variant: where it is, its manifest, profile (None when not profiled), per-step
+    reports, and the runnable exported module it was saved from."""
 
     path: Path
     manifest: dict[str, Any]
-    profile: Profile
+    profile: Profile | None
     reports: list[StepReport] = field(default_factory=list)
+    module: torch.nn.Module | None = None
 
 
 def library_versions() -> dict[str, str]:
@@ -161,7 +163,16 @@ def save_variant(
             "profile": measured.to_dict() if measured else None,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-    return Variant(Path(output), manifest, measured, run.reports)
+    return Variant(Path(output), manifest, measured, run.reports, exported.module)
+
+
+def record_profile(directory: Path, profile: Profile, chosen_by: str | None = None) -> None:
+    """Store `profile` in a variant's manifest (atomically; the hashed files are unchanged)."""
+    manifest = read_manifest(directory)
+    manifest["profile"] = profile.to_dict()
+    if chosen_by:
+        manifest["chosen_by"] = chosen_by
+    atomic_write_text(Path(directory) / MANIFEST, json.dumps(manifest, indent=2, default=str))
 
 
 def copy_variant(
@@ -178,12 +189,11 @@ def copy_variant(
     with atomic_directory(Path(destination)) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
         if profile is not None:
-            manifest = read_manifest(staging)
-            manifest["profile"] = profile.to_dict()
-            manifest["chosen_by"] = (
-                "wattwise optimize (quality confirmed on the held-out test split)"
+            record_profile(
+                staging,
+                profile,
+                chosen_by="wattwise optimize (quality confirmed on the held-out test split)",
             )
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         if marker is not None:
             (staging / ".candidate").write_text(marker)
 

@@ -49,12 +49,22 @@ def headline(result) -> str:
         )
     key = str(result.batch_size)
     before, after = result.baseline_profile, result.chosen_profile
-    speedup = after["throughput_per_s"][key] / before["throughput_per_s"][key]
+    if result.chosen.id == "original":
+        return (
+            f"{result.outcome} Every candidate was slower, broke the budget {result.budget.text()} "
+            "or was not started; the original is kept as the chosen variant."
+        )
+    timing = result.confirmation.get("timing") or {}
     energy_ratio = before["energy_j_per_1k_by_batch"][key] / after["energy_j_per_1k_by_batch"][key]
+    speed = (
+        f"{timing['ratio']:.2f}x the original's throughput (95% interval "
+        f"{timing['ratio_low']:.2f}–{timing['ratio_high']:.2f}, timed in alternation with it on "
+        f"the held-out split; {result.confirmation.get('agreement', '')})"
+        if timing
+        else "speed not re-timed"
+    )
     return (
-        f"Chosen: {result.chosen.label}. Throughput at batch {result.batch_size}: "
-        f"{after['throughput_per_s'][key]:,.1f} vs {before['throughput_per_s'][key]:,.1f} samples/s "
-        f"({speedup:.2f}x). Test-split quality: {_quality_text(after['quality'])} "
+        f"Chosen: {result.chosen.label}. At batch {result.batch_size}: {speed}. Test-split quality: {_quality_text(after['quality'])} "
         f"(original {_quality_text(before['quality'])}); budget {result.budget.text()} holds on the held-out "
         f"split. Energy per 1k inferences: {after['energy_j_per_1k_by_batch'][key]:.4g} J vs "
         f"{before['energy_j_per_1k_by_batch'][key]:.4g} J ({energy_ratio:.2f}x less), "
@@ -76,8 +86,12 @@ def _row(result, r: CandidateResult) -> list[str]:
         flags.append("slower than original")
     if r.note:
         flags.append(r.note)
+    if r.libraries:
+        flags.append("needs " + " + ".join(["torch", *r.libraries]))
+    if r.prior is not None:
+        flags.append(f"probe predicted {r.prior:.2f}x")
     if r.status != "measured":
-        return [r.label, r.status, "", "", "", "", "", "; ".join([*flags, r.reason])]
+        return [r.label, r.status, "", "", _speed(r), "", "", "; ".join([*flags, r.reason])]
     key = str(result.batch_size)
     energy = r.profile["energy_j_per_1k_by_batch"][key]
     return [
@@ -85,11 +99,19 @@ def _row(result, r: CandidateResult) -> list[str]:
         "within budget" if r.within_budget else "breaks budget",
         _quality_text(r.quality),
         f"{r.objective_display}",
-        f"{r.speedup:.2f}x" if r.speedup else "",
+        _speed(r),
         f"{energy:.4g}",
         f"{r.profile['size_bytes'] / 1e6:.2f}",
         "; ".join(flags),
     ]
+
+
+def _speed(r: CandidateResult) -> str:
+    if r.paired:
+        return (
+            f"{r.paired['ratio']:.2f}x ({r.paired['ratio_low']:.2f}–{r.paired['ratio_high']:.2f})"
+        )
+    return f"{r.speedup:.2f}x" if r.speedup else ""
 
 
 HEADERS = [
@@ -122,9 +144,20 @@ def markdown_report(result) -> str:
         f"Budget `{result.budget.text()}`, objective **{result.objective.name}** at batch {result.batch_size} "
         f"on {result.device}; seed {result.seed}; {result.elapsed_s:.0f} s of a "
         f"{result.time_limit_s:.0f} s limit. Candidates were scored on the val split; the "
-        "chosen one was re-scored on the test split, which the search never used.",
+        "chosen one was re-scored on the test split, which the search never used. Speed was "
+        f"timed on {result.workload or 'the fixed batch'}, each candidate in alternation with "
+        "the original (speed-ups carry their 95% interval).",
         "",
     ]
+    corpus = result.confirmation.get("corpus_timing")
+    if corpus:
+        lines += [
+            f"On real corpus text ({corpus['workload']}): the chosen variant runs "
+            f"{corpus['ratio']:.2f}x the original's texts/s "
+            f"({corpus['ratio_low']:.2f}–{corpus['ratio_high']:.2f}, {corpus['pairs']} pairs, "
+            "same batching for both).",
+            "",
+        ]
     if result.chosen_profile:
         p, b = result.chosen_profile, result.baseline_profile
         per_million = 1000.0
@@ -175,10 +208,25 @@ def markdown_report(result) -> str:
     if result.confirmation.get("attempts"):
         lines += ["", "## Held-out confirmation", ""]
         for attempt in result.confirmation["attempts"]:
+            if "test_quality" not in attempt:
+                lines.append(f"- {attempt['label']}: {attempt.get('skipped', 'not checked')}")
+                continue
             lines.append(
                 f"- {attempt['label']}: test {_quality_text(attempt['test_quality'])} → "
                 f"{'holds' if attempt['met'] else 'fails'} the budget"
             )
+    if result.priors.get("ratios"):
+        rows, k, n = result.priors["shape"], "fp32 eager", len(result.priors["ratios"])
+        lines += [
+            "",
+            "## Hardware probe",
+            "",
+            f"One Linear of the model's dominant shape (rows × in × out = {rows}), {n} compute "
+            f"paths timed against {k} in {result.priors['seconds']:.1f} s; these measured ratios "
+            "ordered the candidates:",
+            "",
+            ", ".join(f"{path} {ratio:.2f}x" for path, ratio in result.priors["ratios"].items()),
+        ]
     m = result.machine
     lines += [
         "",

@@ -43,6 +43,14 @@ class Objective:
             return f"{profile.energy_j_per_1k_by_batch[key]:.4g} J/1k"
         return f"{profile.size_bytes / 1e6:.3f} MB"
 
+    def display_scaled(self, original: dict, ratio: float) -> str:
+        """A speed objective's figure for a candidate timed at `ratio` x the original (whose
+        profile, as a dict, is `original`)."""
+        key = str(self.batch_size)
+        if self.name == "throughput":
+            return f"{original['throughput_per_s'][key] * ratio:,.1f} samples/s"
+        return f"{original['latency_ms'][key]['p50_ms'] / ratio:.2f} ms p50"
+
     @property
     def unit(self) -> str:
         """Unit of `cost`."""

@@ -22,12 +22,16 @@ class CandidateResult:
     """One measured (or skipped) candidate.
 
     Attributes:
-        status: "measured", "failed" or "skipped".
+        status: "measured", "failed", "abandoned" (timed far slower than the best so far) or
+            "skipped" (not started: no time, or the hardware probe predicts it cannot win).
         reason: why it failed or was skipped, or a note on the measurement.
         quality: metrics on the search (val) split.
         budget_value: the budgeted quantity (metric or its drop) on the val split.
         cost: the objective's cost (see Objective.unit); lower is better.
-        speedup: original's p50 latency ÷ this one's, at the user's batch size.
+        speedup: the original's time per batch ÷ this one's, timed in alternation with the
+            original (`paired` holds the interval and the number of pairs).
+        prior: the hardware probe's predicted speed-up for this candidate's compute path.
+        libraries: the libraries the recipe needs beyond PyTorch.
         slower_than_original: True when speedup < 1 (never chosen for speed).
         profile: the Profile as a dict (quick timing, val split).
         variant_dir: where the candidate's variant directory is.
@@ -52,6 +56,9 @@ class CandidateResult:
     profile: dict[str, Any] | None = None
     variant_dir: str = ""
     seconds: float = 0.0
+    paired: dict[str, Any] | None = None
+    prior: float | None = None
+    libraries: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, candidate, **fields: Any) -> CandidateResult:
@@ -78,7 +85,7 @@ class SearchState:
 
     def done_ids(self) -> set[str]:
         """Candidates already measured or failed (skips are re-decided on resume)."""
-        return {r.id for r in self.results if r.status in ("measured", "failed")}
+        return {r.id for r in self.results if r.status in ("measured", "failed", "abandoned")}
 
     def save(self, directory: Path) -> None:
         """Write the state atomically."""
@@ -115,7 +122,11 @@ class OptimizeResult:
         baseline: the original model, measured like every candidate.
         candidates: every candidate in search order (measured, failed or skipped).
         front: ids on the quality/cost Pareto front, cheapest first.
-        chosen: the cheapest candidate that held the budget on the held-out test split.
+        chosen: the cheapest candidate that held the budget on the held-out test split (the
+            original itself when nothing beats it: see `outcome`).
+        priors: the hardware probe (`wattwise.search.probe.Priors`) that ordered the search.
+        workload: what every candidate was timed on (the fixed batch or the real corpus).
+        outcome: one sentence on what the search concluded.
         confirmation: the test-split attempts, in rank order.
         chosen_variant: the directory of the chosen variant ("" when none).
         partial / stop_reason: whether and why the search stopped before measuring everything.
@@ -139,6 +150,9 @@ class OptimizeResult:
     elapsed_s: float
     machine: MachineInfo
     skipped_space: list[str] = field(default_factory=list)
+    priors: dict[str, Any] = field(default_factory=dict)
+    workload: str = ""
+    outcome: str = ""
     chosen_profile: dict[str, Any] | None = None
     baseline_profile: dict[str, Any] | None = None
     report_dir: str = ""

@@ -104,6 +104,11 @@ class Task(ABC):
         """One line: what the model's inputs are."""
         return "tensors"
 
+    def corpus_batches(self, batch_size: int, split: str = "val") -> list[ModelInputs] | None:
+        """The split's real inputs in batches as a server would see them (text: sorted by
+        length, each batch padded to its longest), or None when the task has no such corpus."""
+        return None
+
 
 def sample_indices(total: int, sample: float | int | None, seed: int) -> torch.Tensor:
     """Seeded subset of range(total): a fraction in (0, 1], a count, or everything."""

@@ -103,6 +103,17 @@ class TextEncoderTask(Task):
     def describe_inputs(self) -> str:
         return f"texts of {self.sequence_length} tokens (corpus passages joined and truncated)"
 
+    def corpus_batches(self, batch_size: int, split: str = "val") -> list[ModelInputs]:
+        """The split's passages and queries, sorted by token count, in batches padded to their
+        longest: length-sorted dynamic batching, the way a batch job or server would run."""
+        texts = self._split_texts(split)
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True)["input_ids"]]
+        ordered = [text for _, text in sorted(zip(lengths, texts, strict=True))]
+        return [
+            self.tokenize(ordered[start : start + batch_size])
+            for start in range(0, len(ordered), batch_size)
+        ]
+
     def embed(self, forward: Forward, texts: list[str]) -> torch.Tensor:
         """Embeddings of `texts`, in batches of 32, padded to the longest in each batch."""
         chunks = []

@@ -1,0 +1,149 @@
+"""The held-out check: re-score the best candidates on the test split, re-time them the way the
+search did, and say whether the two figures agree.
+
+A choice is only as good as the agreement between the figure that made it and the one a user
+will see: the chosen variant is loaded back from disk (hashes verified), scored on the test
+split the search never used, and timed again in alternation with the original. When the
+original itself ranks first, it is the chosen one, and the outcome says there is nothing to
+gain on this machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from wattwise.compress.pipeline import run_recipe
+from wattwise.compress.recipe import Recipe
+from wattwise.compress.variant import (
+    copy_variant,
+    load_variant,
+    profile_overrides,
+    record_profile,
+    save_variant,
+)
+from wattwise.measure.profile import Profile
+from wattwise.search.results import CandidateResult
+from wattwise.search.runner import Search
+from wattwise.search.timing import time_against_original
+from wattwise.search.workload import make_workload
+
+
+@dataclass
+class Confirmation:
+    """What the held-out check found.
+
+    Attributes:
+        chosen: the first ranked candidate that held the budget on the test split (or the
+            original, when it ranked first); None when none did.
+        attempts: one entry per candidate checked, in rank order.
+        chosen_profile / baseline_profile: test-split profiles of the chosen and the original.
+        timing: the chosen one's held-out paired timing (PairedTiming as a dict).
+        agreement: whether the held-out ratio agrees with the search's, and if not why.
+        outcome: one sentence for the report's headline.
+    """
+
+    chosen: CandidateResult | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    chosen_profile: Profile | None = None
+    baseline_profile: Profile | None = None
+    timing: dict[str, Any] | None = None
+    agreement: str = ""
+    outcome: str = ""
+    corpus_timing: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The part of it the report shows under "held-out confirmation"."""
+        return {
+            "attempts": self.attempts,
+            "timing": self.timing,
+            "agreement": self.agreement,
+            "corpus_timing": self.corpus_timing,
+        }
+
+
+def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
+    """Check `ranked` (best first) on the test split until one holds the budget there."""
+    found = Confirmation()
+    original = search.original()
+    baseline_profile = search.profile(original, "test")
+    found.baseline_profile = baseline_profile
+    batch = search.objective.batch_size
+    for position, result in enumerate(ranked):
+        if position and search.deadline.left_with_grace() < 2 * search.eval_s:
+            found.attempts.append(
+                {"id": result.id, "label": result.label, "met": False, "skipped": "no time left"}
+            )
+            break
+        if result.id == "original":
+            _keep_original(search, baseline_profile)
+            found.chosen, found.chosen_profile = result, baseline_profile
+            found.outcome = (
+                "The original is the cheapest within budget; nothing to gain on this machine at "
+                f"batch {batch}."
+            )
+            break
+        variant = load_variant(result.variant_dir)
+        test_profile = search.profile(variant, "test", profile_overrides(variant))
+        reference = baseline_profile.quality
+        met = search.budget.met(reference, test_profile.quality)
+        attempt = {
+            "id": result.id,
+            "label": result.label,
+            "test_quality": test_profile.quality,
+            "budget_value": search.budget.value(reference, test_profile.quality),
+            "met": met,
+        }
+        found.attempts.append(attempt)
+        if not met:
+            continue
+        workload = make_workload(original.task, batch, "test", search.workload.name)
+        slice_s = max(1.0, min(search.deadline.slice_s(), search.deadline.left_with_grace() / 4))
+        timing = time_against_original(
+            workload.runner(variant.module), workload.runner(original.module), slice_s=slice_s
+        )
+        attempt["timing"] = timing.to_dict()
+        if workload.name == "fixed" and original.task.corpus_batches(batch, "test"):
+            corpus = make_workload(original.task, batch, "test", "corpus")
+            corpus_timing = time_against_original(
+                corpus.runner(variant.module), corpus.runner(original.module), slice_s=slice_s
+            )
+            found.corpus_timing = {**corpus_timing.to_dict(), "workload": corpus.describe()}
+        found.chosen, found.chosen_profile, found.timing = result, test_profile, timing.to_dict()
+        found.agreement = _agreement(result.paired, timing)
+        found.outcome = (
+            f"Chosen: {result.label}, {timing.describe()} the original's throughput at batch "
+            f"{batch} on the held-out split."
+        )
+        copy_variant(
+            search.out / "candidates" / result.id, search.out / "variant", profile=test_profile
+        )
+        break
+    return found
+
+
+def _agreement(search_timing: dict[str, Any] | None, held_out) -> str:
+    if not search_timing:
+        return "no search timing to compare"
+    low, high = search_timing["ratio_low"], search_timing["ratio_high"]
+    if low <= held_out.ratio_high and held_out.ratio_low <= high:
+        return (
+            f"agrees: search {search_timing['ratio']:.2f}x ({low:.2f}–{high:.2f}), held-out "
+            f"{held_out.describe()}"
+        )
+    return (
+        f"differs: search {search_timing['ratio']:.2f}x ({low:.2f}–{high:.2f}) vs held-out "
+        f"{held_out.describe()}; the intervals do not overlap, so the machine's speed changed "
+        "between the two (another process, thermal or frequency changes) or the test inputs "
+        "differ in a way that matters (e.g. sequence lengths)"
+    )
+
+
+def _keep_original(search: Search, profile: Profile) -> None:
+    """Save the original as the chosen variant (no steps, eager), with its test profile."""
+    recipe = Recipe()
+    run = run_recipe(search.loaded, recipe, measure_steps=False, show_progress=False)
+    directory = search.out / "candidates" / "original"
+    save_variant(run, recipe, directory, show_progress=False, profile=False)
+    record_profile(directory, profile)
+    copy_variant(directory, search.out / "variant", profile=profile)

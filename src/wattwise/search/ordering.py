@@ -1,0 +1,114 @@
+"""From measured priors to a search order: likeliest winners first, peers after, and which
+candidates are not worth starting on this machine.
+
+A candidate's prior is the probe's measured speed of its compute path (ONNX Runtime int8,
+torch.ao int8, bf16, ...) relative to fp32 eager, times what its structural steps remove
+(dropped layers, pruned channels). It is a guess to order by, never a result: every candidate
+that starts is measured against the original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wattwise.compress.recipe import Recipe
+from wattwise.search.probe import Priors
+from wattwise.search.space import Candidate
+
+# Below this predicted speed-up a non-peer candidate is not started: it would need to be more
+# than twice as fast as the probe measured its path to beat the original.
+NOT_WORTH_STARTING = 0.5
+
+
+def compute_path(recipe: Recipe) -> str:
+    """The probe path a recipe's forward pass runs through."""
+    backend = recipe.backend.name
+    for step in recipe.steps:
+        method = getattr(step, "method", "")
+        implementation = getattr(step, "implementation", "auto")
+        if step.kind == "quantize" and backend == "onnxruntime":
+            return "ort_int8"
+        if step.kind == "quantize" and method.startswith("int8"):
+            if implementation == "torchao":
+                return "torchao_int8"
+            return "torch_ao_int8"
+        if step.kind == "cast" and method == "bf16":
+            return "torch_bf16"
+    return "ort_fp32" if backend == "onnxruntime" else "fp32"
+
+
+def structural_gain(recipe: Recipe, layer_count: int | None) -> float:
+    """How much less work the structural steps leave (layers kept, channels pruned)."""
+    gain = 1.0
+    for step in recipe.steps:
+        keep = getattr(step, "keep", None)
+        if step.kind == "drop_layers" and isinstance(keep, int) and layer_count and keep > 0:
+            gain *= layer_count / keep
+        sparsity = getattr(step, "sparsity", None)
+        if step.kind == "prune" and getattr(step, "method", "") == "structured" and sparsity:
+            gain *= 1.0 / max(1.0 - float(sparsity), 0.05)
+    return gain
+
+
+def prior_ratio(recipe: Recipe, priors: Priors, layer_count: int | None = None) -> float:
+    """Predicted speed-up of a recipe over fp32 eager on this machine."""
+    path = compute_path(recipe)
+    ratio = 1.0 if path == "fp32" else priors.ratio(path)
+    if recipe.backend.name == "torch_compile" and path in ("torchao_int8", "fp32", "torch_bf16"):
+        # Compiled paths fuse what eager runs op by op; the probe times eager kernels only.
+        # torchao's int8 is meant to run compiled: with int8 dot products its compiled kernels
+        # follow torch.ao's speed (measured 3.7-3.9x on MiniLM with VNNI, docs/benchmarks.md).
+        ratio = max(ratio, priors.ratio("torch_ao_int8")) if path == "torchao_int8" else ratio
+    return ratio * structural_gain(recipe, layer_count)
+
+
+def libraries_of(recipe: Recipe) -> list[str]:
+    """The libraries a recipe needs beyond PyTorch (for the report: "which peers it combines")."""
+    needed: set[str] = set()
+    if recipe.backend.name == "onnxruntime":
+        needed.add("onnxruntime")
+    for step in recipe.steps:
+        needed.update(getattr(step, "libraries", ()) or ())
+        if getattr(step, "implementation", "") == "torchao" or getattr(step, "method", "").endswith(
+            "weight_only"
+        ):
+            needed.add("torchao")
+        if step.kind == "prune" and getattr(step, "method", "") == "structured":
+            needed.add("torch-pruning")
+    needed.discard("torch")
+    return sorted(needed)
+
+
+@dataclass
+class Ordered:
+    """Candidates in the order to try, each with its prior, and those not worth starting."""
+
+    order: list[tuple[Candidate, float]]
+    not_started: list[tuple[Candidate, float, str]]
+
+
+def order_candidates(
+    candidates: list[Candidate], priors: Priors, layer_count: int | None = None
+) -> Ordered:
+    """Likeliest winners first; within equal priors the space's own order (milder first);
+    peers after every other candidate; non-peers predicted below NOT_WORTH_STARTING are left
+    out with the measured reason."""
+    ranked: list[tuple[int, Candidate, float]] = []
+    not_started: list[tuple[Candidate, float, str]] = []
+    for index, candidate in enumerate(candidates):
+        ratio = prior_ratio(candidate.recipe, priors, layer_count)
+        if not candidate.peer and ratio < NOT_WORTH_STARTING:
+            path = compute_path(candidate.recipe)
+            not_started.append(
+                (
+                    candidate,
+                    ratio,
+                    f"not started: the hardware probe measured its path ({path}) at {ratio:.2f}x "
+                    "fp32 on this machine",
+                )
+            )
+            continue
+        ranked.append((index, candidate, ratio))
+    winners = sorted((r for r in ranked if not r[1].peer), key=lambda r: (-round(r[2], 1), r[0]))
+    peers = [r for r in ranked if r[1].peer]
+    return Ordered([(c, ratio) for _, c, ratio in [*winners, *peers]], not_started)

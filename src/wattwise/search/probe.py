@@ -1,0 +1,211 @@
+"""Hardware priors: what this CPU actually does with fp32, bf16 and int8 matmuls, measured.
+
+ISA flags say what instructions exist, not what the libraries make of them: on an AVX2-only
+host torchao's int8 ran at 0.05x fp32 and bf16 eager at 0.14x, while ONNX Runtime int8 gained
+1.2-1.7x (../shared/FIELD-NOTES.md). So before a search, a probe of a few seconds times one
+Linear layer of the model's own dominant shape, at the batch's row count, through each path the
+candidates use; a candidate's prior is the ratio of its path to fp32 eager. Priors order the
+candidates and decide which are worth starting; the search then measures the real thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wattwise.search.machine import MachineInfo
+from wattwise.search.timing import time_against_original
+
+# Time per path, timed in alternation with fp32 (as candidates are) to a ±10% ratio.
+PATH_SECONDS = 0.4
+MAX_ROWS = 1024
+
+
+@dataclass
+class Priors:
+    """Measured speed of each compute path relative to fp32 eager PyTorch (>1: faster).
+
+    Attributes:
+        ratios: path → fp32 time ÷ the path's time, for one Linear layer of `shape`.
+        shape: (rows, in_features, out_features) the layer was timed at.
+        fp32_ms: fp32 eager milliseconds for that layer.
+        failures: path → why it could not be timed here.
+        seconds: the probe's wall time.
+        isa_flags: the CPU's ISA flags, for the report.
+    """
+
+    ratios: dict[str, float] = field(default_factory=dict)
+    shape: tuple[int, int, int] = (0, 0, 0)
+    fp32_ms: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    isa_flags: list[str] = field(default_factory=list)
+
+    def ratio(self, path: str, default: float = 1.0) -> float:
+        """The measured ratio of `path`, or `default` when it was not measured."""
+        return self.ratios.get(path, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def dominant_linear(module: nn.Module) -> tuple[int, int] | None:
+    """(in_features, out_features) of the Linear shape holding the most weights."""
+    weights: Counter[tuple[int, int]] = Counter()
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            shape = (layer.in_features, layer.out_features)
+            weights[shape] += layer.in_features * layer.out_features
+    return weights.most_common(1)[0][0] if weights else None
+
+
+def rows_per_batch(inputs: tuple[torch.Tensor, ...]) -> int:
+    """Rows a Linear sees for one batch: batch × sequence for token inputs, else batch."""
+    first = inputs[0]
+    if first.dim() == 2 and not first.is_floating_point():
+        return int(first.shape[0] * first.shape[1])
+    return int(first.shape[0])
+
+
+def _median_ms(run: Callable[[], object]) -> float:
+    run()  # warm-up
+    samples = []
+    started = time.perf_counter()
+    while len(samples) < 3 or (time.perf_counter() - started < PATH_SECONDS and len(samples) < 50):
+        begin = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - begin) * 1000)
+    return sorted(samples)[len(samples) // 2]
+
+
+def _onnx_paths(layer: nn.Linear, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """ONNX Runtime sessions of the layer in fp32 and dynamic int8 (per-channel)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folder = Path(tempfile.mkdtemp(prefix="wattwise-probe-"))
+    fp32_path, int8_path = folder / "linear.onnx", folder / "linear-int8.onnx"
+    with contextlib.redirect_stderr(None), torch.no_grad():
+        torch.onnx.export(layer, (x,), str(fp32_path), dynamo=False, input_names=["x"])
+    quiet = logging.getLogger()  # quantize_dynamic logs a pre-processing hint at WARNING
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        quantize_dynamic(
+            str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True
+        )
+    finally:
+        quiet.setLevel(level)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    feed = {"x": x.numpy()}
+    sessions = {
+        "ort_fp32": ort.InferenceSession(
+            str(fp32_path), options, providers=["CPUExecutionProvider"]
+        ),
+        "ort_int8": ort.InferenceSession(
+            str(int8_path), options, providers=["CPUExecutionProvider"]
+        ),
+    }
+    return {name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()}
+
+
+def _torch_paths(layer: nn.Linear, x: torch.Tensor, machine: MachineInfo):
+    paths: dict[str, Callable[[], object]] = {}
+    bf16_layer, bf16_x = nn.Linear(layer.in_features, layer.out_features).bfloat16(), x.bfloat16()
+    paths["torch_bf16"] = lambda: bf16_layer(bf16_x)
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao's deprecation notice, not the user's problem
+        warnings.simplefilter("ignore")
+        quantized = quantize_dynamic(nn.Sequential(layer), {nn.Linear}, dtype=torch.qint8)
+    paths["torch_ao_int8"] = lambda: quantized(x)
+    return paths
+
+
+def _torchao_path(layer: nn.Linear, x: torch.Tensor):
+    import copy
+
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    model = nn.Sequential(copy.deepcopy(layer))
+    quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    return lambda: model(x)
+
+
+def probe(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    machine: MachineInfo,
+    budget_s: float = 15.0,
+) -> Priors:
+    """Time one Linear of the model's dominant shape through each path; a few seconds, and
+    never more than `budget_s` (paths left when it is spent are listed as not probed).
+
+    A path that fails (a library missing, a kernel absent on this CPU) is left out with its
+    reason; a path whose single call is over 20x fp32 is not timed further (it is recorded).
+    """
+    started = time.perf_counter()
+    priors = Priors(isa_flags=list(machine.isa_flags))
+    shape = dominant_linear(module)
+    if shape is None:
+        priors.failures["all"] = "the model has no Linear layer to probe"
+        priors.seconds = time.perf_counter() - started
+        return priors
+    rows = min(rows_per_batch(inputs), MAX_ROWS)
+    torch.manual_seed(0)
+    layer = nn.Linear(*shape).eval()
+    x = torch.randn(rows, shape[0])
+    priors.shape = (rows, *shape)
+    fp32 = lambda: layer(x)  # noqa: E731
+    with torch.inference_mode():
+        priors.fp32_ms = _median_ms(fp32)
+    # ONNX Runtime before torchao: on CPUs it is the likelier int8 winner, and torchao's
+    # import alone takes seconds; whatever the budget leaves out is listed as not probed.
+    builders: list[tuple[str, Callable[[], dict[str, Callable[[], object]]]]] = [
+        ("torch", lambda: _torch_paths(layer, x, machine)),
+        ("onnxruntime", lambda: _onnx_paths(layer, x)),
+        ("torchao", lambda: {"torchao_int8": _torchao_path(layer, x)}),
+    ]
+    for library, build in builders:
+        if time.perf_counter() - started > budget_s:
+            priors.failures[library] = f"not probed: the probe's {budget_s:.0f} s were spent"
+            continue
+        try:
+            with torch.inference_mode():
+                paths = build()
+        except Exception as error:  # noqa: BLE001 - a missing kernel is a fact to report
+            priors.failures[library] = f"{type(error).__name__}: {str(error)[:120]}"
+            continue
+        for name, run in paths.items():
+            priors.ratios[name] = _ratio(run, fp32, priors.fp32_ms, priors.failures, name)
+    priors.seconds = time.perf_counter() - started
+    return priors
+
+
+def _ratio(
+    run: Callable[[], object],
+    fp32: Callable[[], object],
+    fp32_ms: float,
+    failures: dict[str, str],
+    name: str,
+) -> float:
+    with torch.inference_mode():
+        begin = time.perf_counter()
+        run()
+        first_ms = (time.perf_counter() - begin) * 1000
+        if first_ms > 20 * fp32_ms * 3:  # even allowing a slow first call, far too slow
+            failures[name] = f"one call took {first_ms:.0f} ms vs {fp32_ms:.1f} ms fp32: not timed"
+            return fp32_ms / first_ms
+        return time_against_original(run, fp32, slice_s=PATH_SECONDS, precision=0.1).ratio

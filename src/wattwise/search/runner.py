@@ -1,0 +1,325 @@
+"""One optimize run's measuring loop: the original, then each candidate, all timed the same way.
+
+Every candidate is compressed and saved as a variant, then timed in alternation with the
+original (`search.timing`) within its slice of the time limit, abandoned early when it is far
+slower than the best so far, and only then scored on the val split. Costs of speed objectives
+are the original's measured cost divided by the paired ratio, so host drift between candidates
+cancels. See `search.deadline` for what may start when.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from wattwise.compress.pipeline import run_recipe
+from wattwise.compress.variant import record_profile, save_variant
+from wattwise.errors import WattwiseError
+from wattwise.measure.latency import TimingSettings
+from wattwise.measure.profile import Profile, ProfileOverrides, profile_model
+from wattwise.models.registry import LoadedModel
+from wattwise.progress import info, progress_bar
+from wattwise.search.budget import Budget
+from wattwise.search.deadline import TRAIN_STEP_FORWARDS, Deadline, training_steps_that_fit
+from wattwise.search.objective import Objective
+from wattwise.search.ordering import libraries_of
+from wattwise.search.ranking import rank
+from wattwise.search.results import CandidateResult, SearchState
+from wattwise.search.space import Candidate
+from wattwise.search.timing import PairedTiming, time_against_original
+from wattwise.search.workload import make_workload
+
+# The profile a scored candidate gets (size, energy, quality): its speed comes from the paired
+# timing, so a short window is enough here.
+SCORE_TIMING = TimingSettings(1, 0.0, 3, 0.2, 50, 2.0)
+# Compression seconds assumed per backend before one has been measured on this run.
+FIRST_COMPRESS_GUESS_S = {"eager": 2.0, "onnxruntime": 10.0, "torch_compile": 20.0}
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What one search is asked: the budget and objective, where and how long to search."""
+
+    budget: Budget
+    objective: Objective
+    out: Path
+    device: str = "cpu"
+    seed: int = 0
+    time_limit_s: float = 180.0
+    region: str | None = None
+    workload: str = "fixed"
+
+
+class Search:
+    """Measures the original and the candidates; see the module docstring."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        state: SearchState,
+        settings: SearchSettings,
+        deadline: Deadline,
+    ) -> None:
+        self.loaded, self.state, self.settings, self.deadline = loaded, state, settings, deadline
+        self.budget, self.objective, self.out = settings.budget, settings.objective, settings.out
+        self.inputs = loaded.task.example_inputs(self.objective.batch_size, "val")
+        self.workload = make_workload(
+            loaded.task, self.objective.batch_size, "val", settings.workload
+        )
+        self.eval_s = 0.0  # seconds one val-split quality evaluation of the original took
+        self.compress_s: dict[str, float] = {}
+
+    # -- the original ------------------------------------------------------------------------
+    def original(self) -> LoadedModel:
+        """The original model, run through the task's reference copy when there is one (same
+        weights; the task then reuses the reference outputs instead of computing them twice)."""
+        reference = getattr(self.loaded.task, "reference", None)
+        if isinstance(reference, nn.Module):
+            return dataclasses.replace(self.loaded, module=reference)
+        return self.loaded
+
+    def profile(
+        self, loaded: LoadedModel, split: str, overrides: ProfileOverrides | None = None
+    ) -> Profile:
+        """Size, energy and quality of `loaded` at the user's batch size (short timing)."""
+        return profile_model(
+            loaded,
+            (self.objective.batch_size,),
+            device=self.settings.device,
+            region=self.settings.region,
+            timing=SCORE_TIMING,
+            quality_split=split,
+            show_progress=False,
+            overrides=overrides,
+        )
+
+    def measure_baseline(self) -> CandidateResult:
+        """The original model: its profile and val quality, the reference of every ratio."""
+        started = time.perf_counter()
+        if self.state.baseline is None:
+            result = CandidateResult("original", "original", 0, "original (fp32, eager)", {})
+            self._score(result, self.profile(self.original(), "val"), None)
+            result.speedup = 1.0
+            result.seconds = time.perf_counter() - started
+            if self.workload.name == "corpus":
+                seconds = self.workload.full_pass_s(self.original().module)
+                result.cost = 1000.0 * seconds / self.workload.samples
+                result.objective_display = (
+                    f"{self.workload.samples / seconds:,.1f} texts/s, "
+                    f"{self.workload.tokens / seconds:,.0f} tokens/s (corpus)"
+                )
+            self.state.baseline = result
+            self.state.save(self.out)
+        self.eval_s = max(self.state.baseline.seconds, time.perf_counter() - started)
+        return self.state.baseline
+
+    def batch_s(self) -> float:
+        """The original's seconds per batch at the user's batch size."""
+        key = str(self.objective.batch_size)
+        return self.state.baseline.profile["latency_ms"][key]["p50_ms"] / 1000
+
+    # -- one candidate -----------------------------------------------------------------------
+    def expected_seconds(self, candidate: Candidate, prior: float) -> float:
+        """Compression (as measured for its backend so far) + training steps + its timing slice
+        + scoring on val at its predicted speed."""
+        backend = candidate.recipe.backend.name
+        compress = self.compress_s.get(backend, FIRST_COMPRESS_GUESS_S.get(backend, 10.0))
+        steps = sum(int(getattr(step, "steps", 0) or 0) for step in candidate.recipe.steps)
+        training = steps * TRAIN_STEP_FORWARDS * self.batch_s()
+        return compress + training + self.deadline.slice_s() + self.eval_s / max(prior, 0.05)
+
+    def fit_training(self, candidate: Candidate, prior: float) -> tuple[Candidate, str] | None:
+        """The candidate with its training steps cut to the time left (None: too few fit)."""
+        trainers = [s for s in candidate.recipe.steps if getattr(s, "steps", None)]
+        if not trainers:
+            return candidate, ""
+        requested = sum(int(s.steps) for s in trainers)
+        others = self.expected_seconds(candidate, prior) - (
+            requested * TRAIN_STEP_FORWARDS * self.batch_s()
+        )
+        allowed = training_steps_that_fit(
+            requested, self.deadline.left_for_candidates() - others, self.batch_s()
+        )
+        if allowed is None:
+            return None
+        if allowed == requested:
+            return candidate, ""
+        scale = allowed / requested
+        steps = [
+            s.model_copy(update={"steps": max(1, int(s.steps * scale))})
+            if getattr(s, "steps", None)
+            else s
+            for s in candidate.recipe.steps
+        ]
+        recipe = dataclasses.replace(candidate.recipe, steps=steps)
+        note = f"training cut from {requested} to {allowed} steps to fit the time left"
+        return dataclasses.replace(candidate, recipe=recipe), note
+
+    def best_ratio(self) -> float:
+        """The best paired ratio among candidates within budget so far (the original: 1.0)."""
+        ratios = [1.0] + [
+            r.speedup for r in self.state.results if r.within_budget and r.speedup is not None
+        ]
+        return max(ratios)
+
+    def measure(self, candidate: Candidate, prior: float, note: str = "") -> CandidateResult:
+        """Compress and save, time against the original (abandon early if far slower), score."""
+        result = CandidateResult.of(
+            candidate, prior=prior, libraries=libraries_of(candidate.recipe)
+        )
+        result.note = "; ".join(n for n in (candidate.note, note) if n)
+        started = time.perf_counter()
+        directory = self.out / "candidates" / candidate.id
+        try:
+            run = run_recipe(
+                self.loaded,
+                candidate.recipe,
+                device=self.settings.device,
+                seed=self.settings.seed,
+                measure_steps=False,
+                show_progress=False,
+            )
+            variant = save_variant(
+                run, candidate.recipe, directory, show_progress=False, profile=False
+            )
+            backend = candidate.recipe.backend.name
+            self.compress_s[backend] = max(
+                self.compress_s.get(backend, 0.0), time.perf_counter() - started
+            )
+            module, original = variant.module, self.original().module
+            speed_matters = self.objective.name != "size"
+            timing = time_against_original(
+                self.workload.runner(module),
+                self.workload.runner(original),
+                slice_s=self.deadline.slice_s(),
+                abandon_below=0.5 * self.best_ratio() if speed_matters else None,
+            )
+            result.paired, result.speedup = timing.to_dict(), timing.ratio
+            result.variant_dir = str(directory)
+            if timing.status != "measured":
+                result.status, result.reason = "abandoned", timing.reason
+            else:
+                exported = LoadedModel(str(directory), module, self.loaded.task, "variant")
+                overrides = ProfileOverrides.from_dict(variant.manifest["profile_overrides"])
+                profile = self.profile(exported, "val", overrides)
+                record_profile(directory, profile)
+                self._score(result, profile, timing)
+        except WattwiseError as error:
+            result.status, result.reason = "failed", str(error)
+        except Exception as error:  # noqa: BLE001 - one broken candidate must not end the search
+            result.status, result.reason = "failed", f"{type(error).__name__}: {error}"[:300]
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _score(self, result: CandidateResult, profile: Profile, timing: PairedTiming | None):
+        baseline = self.state.baseline
+        result.profile = profile.to_dict()
+        result.quality = dict(profile.quality)
+        reference = baseline.quality if baseline else profile.quality
+        result.budget_value = self.budget.value(reference, profile.quality)
+        result.within_budget = self.budget.met(reference, profile.quality)
+        result.cost = self.objective.cost(profile)
+        result.objective_display = self.objective.display(profile)
+        if timing is not None and baseline is not None and self.objective.is_speed:
+            # The original's cost, scaled by a ratio timed in alternation with it.
+            result.cost = baseline.cost / timing.ratio
+            if self.workload.name == "corpus":
+                rate = 1000.0 / baseline.cost * timing.ratio
+                result.objective_display = f"{rate:,.1f} texts/s (corpus)"
+            else:
+                result.objective_display = self.objective.display_scaled(
+                    baseline.profile, timing.ratio
+                )
+        if timing is not None:
+            result.slower_than_original = timing.ratio < 1.0
+        result.status = "measured"
+
+    # -- the loop ----------------------------------------------------------------------------
+    def ranked(self) -> list[CandidateResult]:
+        """Eligible candidates so far, best first, the original among them (see ranking)."""
+        return rank([self.state.baseline, *self.state.results], self.objective)
+
+    def run(self, order: list[tuple[Candidate, float]], on_result) -> tuple[bool, str]:
+        """Measure candidates in order until done or out of time; `on_result` after each."""
+        done = self.state.done_ids()
+        broken_at: dict[str, int] = {}
+        for previous in self.state.results:
+            if previous.status == "measured" and not previous.within_budget and not previous.peer:
+                broken_at[previous.family] = min(broken_at.get(previous.family, 99), previous.level)
+        partial, reason = False, "all candidates measured"
+        total = len(order)
+        with progress_bar("optimize", total=total) as bar:
+            for index, (candidate, prior) in enumerate(order, start=1):
+                if candidate.id in done:
+                    bar.advance("resumed: already measured")
+                    continue
+                skip = self._why_not_start(candidate, prior, broken_at)
+                fitted = None if skip else self.fit_training(candidate, prior)
+                if skip is None and fitted is None:
+                    skip = "not started: too few training steps fit in the time left"
+                if skip:
+                    self.skip(candidate, prior, skip)
+                    if "time" in skip:
+                        partial = True
+                        reason = f"time limit: {index - 1} of {total} candidates started"
+                    bar.advance(f"skipped: {candidate.label}")
+                    continue
+                candidate, note = fitted
+                bar.update(f"candidate {index} of {total}: {candidate.label}")
+                result = self.measure(candidate, prior, note)
+                self.state.results.append(result)
+                self.state.save(self.out)
+                if result.status == "measured" and not result.within_budget and not candidate.peer:
+                    broken_at[candidate.family] = min(
+                        broken_at.get(candidate.family, 99), candidate.level
+                    )
+                on_result(self.ranked())
+                bar.advance(f"{candidate.label}: {one_line(result)}")
+                info(f"[{index}/{total}] {candidate.label}: {one_line(result)}")
+        return partial, reason
+
+    def _why_not_start(
+        self, candidate: Candidate, prior: float, broken_at: dict[str, int]
+    ) -> str | None:
+        if not candidate.peer and broken_at.get(candidate.family, 99) < candidate.level:
+            return "a milder setting of this family already broke the budget"
+        left = self.deadline.left_for_candidates()
+        if left <= 0:
+            return f"time limit {self.deadline.limit_s:.0f} s reached"
+        one_batch = self.batch_s() / max(prior, 1e-3)
+        if one_batch > self.deadline.slice_s():
+            return (
+                f"not started: the probe predicts {prior:.2f}x, so one batch would take "
+                f"~{one_batch:.0f} s, over its {self.deadline.slice_s():.0f} s timing slice"
+            )
+        expected = self.expected_seconds(candidate, prior)
+        if not any(getattr(s, "steps", None) for s in candidate.recipe.steps) and expected > left:
+            return f"expected to take ~{expected:.0f} s, more than the {left:.0f} s of time left"
+        return None
+
+    def skip(self, candidate: Candidate, prior: float, reason: str) -> None:
+        """Record a candidate that was not started, and why."""
+        self.state.results.append(
+            CandidateResult.of(
+                candidate,
+                status="skipped",
+                reason=reason,
+                prior=prior,
+                libraries=libraries_of(candidate.recipe),
+            )
+        )
+
+
+def one_line(result: CandidateResult) -> str:
+    """A candidate's outcome in one line, for progress and logs."""
+    if result.status != "measured":
+        return f"{result.status}: {result.reason}"
+    verdict = "within budget" if result.within_budget else "breaks budget"
+    speed = ""
+    if result.paired:
+        speed = f", {result.paired['ratio']:.2f}x ({result.paired['ratio_low']:.2f}–{result.paired['ratio_high']:.2f})"
+    return f"{result.objective_display}{speed}, {verdict} ({result.budget_value:.4f})"

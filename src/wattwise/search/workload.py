@@ -1,0 +1,88 @@
+"""What a candidate is timed on: the fixed kernel-level batch, or the task's real corpus.
+
+The fixed batch (for text: every input exactly 128 real tokens) measures kernels; the corpus
+workload measures what a user's batch job sees: real passages and queries, sorted by length
+and padded per batch, so short texts cost less. Both are timed in alternation with the
+original on the same batches (`search.timing`), so their ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from wattwise.errors import ConfigError
+from wattwise.tasks.base import ModelInputs, Task
+
+WORKLOADS = ("fixed", "corpus")
+
+
+@dataclass
+class Workload:
+    """Batches to time, and how many samples and tokens they hold.
+
+    Attributes:
+        name: "fixed" (one batch of the user's batch size) or "corpus" (length-sorted batches).
+        batches: model inputs, one tuple per batch.
+        samples / tokens: totals over `batches` (tokens: non-padding tokens; 0 for non-text).
+    """
+
+    name: str
+    batches: list[ModelInputs]
+    samples: int
+    tokens: int
+
+    def runner(self, module: Callable) -> Callable[[], object]:
+        """A callable running `module` on the next batch, cycling: two runners called the same
+        number of times stay on the same batch, so each timed pair compares like with like."""
+        cycle = itertools.cycle(self.batches)
+
+        def run() -> object:
+            return module(*next(cycle))
+
+        return run
+
+    def full_pass_s(self, module: Callable) -> float:
+        """Seconds to run every batch once (after one warm-up batch)."""
+        with torch.inference_mode():
+            module(*self.batches[0])
+            started = time.perf_counter()
+            for batch in self.batches:
+                module(*batch)
+        return time.perf_counter() - started
+
+    def describe(self) -> str:
+        """One line for the report."""
+        if self.name == "fixed":
+            return "the fixed kernel-level batch (" + f"{self.samples} samples)"
+        return (
+            f"the task's real corpus: {self.samples} texts ({self.tokens:,} tokens) in "
+            f"{len(self.batches)} length-sorted batches padded per batch"
+        )
+
+
+def _tokens(batch: ModelInputs) -> int:
+    if len(batch) > 1 and not batch[1].is_floating_point() and batch[1].dim() == 2:
+        return int(batch[1].sum())  # the attention mask counts real tokens
+    return 0
+
+
+def make_workload(task: Task, batch_size: int, split: str, name: str) -> Workload:
+    """The workload called `name` for `task` at `batch_size` on `split`."""
+    if name not in WORKLOADS:
+        raise ConfigError(f"unknown workload {name!r}: use one of {', '.join(WORKLOADS)}")
+    if name == "fixed":
+        batches = [task.example_inputs(batch_size, split)]
+    else:
+        batches = task.corpus_batches(batch_size, split)
+        if not batches:
+            raise ConfigError(
+                "--workload corpus needs a task with a text corpus (minilm or a Hugging Face "
+                "encoder); use --workload fixed"
+            )
+    samples = sum(len(b[0]) for b in batches)
+    return Workload(name, batches, samples, sum(_tokens(b) for b in batches))
