@@ -140,7 +140,12 @@ def optimize(
         # Confirmation loads the variant (≈ the model's load time), scores the test split
         # (≈ one val scoring), times it; then the report is written.
         deadline.reserve_s = load_s + 2 * search.eval_s + deadline.slice_s() + REPORT_S
-        ordered = order_candidates(search_space.ordered(), priors, _layer_count(loaded))
+        ordered = order_candidates(
+            search_space.ordered(),
+            priors,
+            _layer_count(loaded),
+            speed_matters=objective_spec.name != "size",
+        )
         for candidate, prior, why in ordered.not_started:
             search.skip(candidate, prior, why)
         partial, reason = search.run(ordered.order, _keep_best(out_dir))

@@ -88,16 +88,19 @@ class Ordered:
 
 
 def order_candidates(
-    candidates: list[Candidate], priors: Priors, layer_count: int | None = None
+    candidates: list[Candidate],
+    priors: Priors,
+    layer_count: int | None = None,
+    speed_matters: bool = True,
 ) -> Ordered:
     """Likeliest winners first; within equal priors the space's own order (milder first);
-    peers after every other candidate; non-peers predicted below NOT_WORTH_STARTING are left
-    out with the measured reason."""
+    peers after every other candidate. When speed is what is optimised, non-peers predicted
+    below NOT_WORTH_STARTING are left out with the measured reason."""
     ranked: list[tuple[int, Candidate, float]] = []
     not_started: list[tuple[Candidate, float, str]] = []
     for index, candidate in enumerate(candidates):
         ratio = prior_ratio(candidate.recipe, priors, layer_count)
-        if not candidate.peer and ratio < NOT_WORTH_STARTING:
+        if speed_matters and not candidate.peer and ratio < NOT_WORTH_STARTING:
             path = compute_path(candidate.recipe)
             not_started.append(
                 (
