@@ -1,0 +1,89 @@
+"""Paired timing, the hardware probe and the order it gives: the parts of optimize's clock."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from tests.helpers import linear_stack
+from wattwise.compress.recipe import Recipe
+from wattwise.search.deadline import Deadline, training_steps_that_fit
+from wattwise.search.machine import machine_info
+from wattwise.search.ordering import NOT_WORTH_STARTING, order_candidates
+from wattwise.search.probe import Priors, probe
+from wattwise.search.space import make_candidate
+from wattwise.search.timing import time_against_original
+
+
+def _sleeper(seconds: float):
+    return lambda: time.sleep(seconds)
+
+
+def test_ratio_of_a_twice_as_slow_call_is_about_half():
+    timing = time_against_original(_sleeper(0.004), _sleeper(0.002), slice_s=3.0, precision=0.05)
+    assert timing.status == "measured" and timing.pairs >= 3
+    assert timing.ratio_low <= timing.ratio <= timing.ratio_high
+    assert 0.35 < timing.ratio < 0.65  # sleep() overshoots a little; far from 1 either way
+
+
+def test_far_slower_candidate_is_abandoned_after_two_pairs():
+    timing = time_against_original(
+        _sleeper(0.05), _sleeper(0.0005), slice_s=10.0, abandon_below=0.5
+    )
+    assert timing.status == "abandoned" and timing.pairs == 2
+    assert timing.reason.startswith("abandoned: ") and "after 2 batches" in timing.reason
+    assert timing.seconds < 5.0
+
+
+def test_hanging_candidate_times_out_at_its_slice():
+    started = time.perf_counter()
+    timing = time_against_original(_sleeper(30), _sleeper(0.001), slice_s=0.5)
+    assert timing.status == "timeout" and "did not finish" in timing.reason
+    assert time.perf_counter() - started < 5.0
+
+
+def test_probe_measures_paths_within_its_budget():
+    model = linear_stack()
+    started = time.perf_counter()
+    priors = probe(model, (torch.randn(16, 64),), machine_info(), budget_s=30.0)
+    assert priors.shape[1:] == (128, 128) and priors.fp32_ms > 0
+    assert "torch_ao_int8" in priors.ratios and all(r > 0 for r in priors.ratios.values())
+    assert time.perf_counter() - started < 60
+    empty = probe(nn.Sequential(nn.ReLU()), (torch.randn(2, 3),), machine_info())
+    assert not empty.ratios and "no Linear" in empty.failures["all"]
+
+
+def _candidate(recipe: dict, peer: str = ""):
+    return make_candidate("f", 0, recipe, peer=peer)
+
+
+def test_order_puts_likely_winners_first_peers_last_and_skips_hopeless():
+    priors = Priors(ratios={"ort_int8": 2.5, "torch_bf16": 0.2, "torch_ao_int8": 1.4})
+    ort = _candidate(
+        {"steps": [{"quantize": {"method": "int8_dynamic"}}], "backend": "onnxruntime"}
+    )
+    bf16 = _candidate({"steps": [{"cast": {"method": "bf16"}}], "backend": "eager"})
+    torch_ao = _candidate(
+        {"steps": [{"quantize": {"method": "int8_dynamic", "implementation": "torch_ao"}}]}
+    )
+    peer = _candidate(
+        {"steps": [{"quantize": {"method": "int8_dynamic", "implementation": "torch_ao"}}],
+         "backend": "eager"},
+        peer="torch.ao default",
+    )  # fmt: skip
+    ordered = order_candidates([peer, bf16, torch_ao, ort], priors)
+    assert [c for c, _ in ordered.order] == [ort, torch_ao, peer]
+    ((skipped, ratio, why),) = ordered.not_started
+    assert skipped is bf16 and ratio < NOT_WORTH_STARTING and "0.20x" in why
+    assert not order_candidates([bf16], priors, speed_matters=False).not_started
+
+
+def test_deadline_and_training_budget():
+    deadline = Deadline(100.0)
+    assert 0 < deadline.slice_s() <= 8.0
+    assert training_steps_that_fit(150, 90.0, 0.1) == 150
+    assert training_steps_that_fit(150, 15.3, 0.1) == 51
+    assert training_steps_that_fit(150, 3.0, 0.1) is None
+    assert Recipe().steps == []
