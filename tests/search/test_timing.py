@@ -84,6 +84,6 @@ def test_deadline_and_training_budget():
     deadline = Deadline(100.0)
     assert 0 < deadline.slice_s() <= 8.0
     assert training_steps_that_fit(150, 90.0, 0.1) == 150
-    assert training_steps_that_fit(150, 15.3, 0.1) == 51
+    assert training_steps_that_fit(150, 15.5, 0.1) == 51
     assert training_steps_that_fit(150, 3.0, 0.1) is None
     assert Recipe().steps == []
