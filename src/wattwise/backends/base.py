@@ -26,12 +26,15 @@ class Exported:
         files: names of the files written into the variant directory.
         notes: facts for the profile (e.g. "ONNX Runtime, graph optimizations: all").
         manifest: backend facts `load` needs (input names, opset, ...).
+        resolved: id(step) → the step as resolved at export (a measured choice filled in), so
+            the saved recipe replays that choice without measuring again.
     """
 
     module: nn.Module
     files: list[str]
     notes: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
+    resolved: dict[int, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):

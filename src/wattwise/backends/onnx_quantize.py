@@ -39,11 +39,17 @@ def register_onnx_quantizer(step_class: type):
 
 
 def owner_module(node: onnx.NodeProto) -> str | None:
-    """Fully qualified name of the PyTorch module a node was exported from, if recorded."""
+    """Fully qualified name of the PyTorch module a node was exported from, if recorded.
+
+    The dynamo exporter records it in the node's metadata; the TorchScript exporter names the
+    node by its module scope instead ("/encoder/layer.0/output/dense/MatMul").
+    """
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
             scopes = ast.literal_eval(prop.value)
             return scopes[-2] if len(scopes) >= 2 else None
+    if node.name.startswith("/") and node.name.count("/") >= 2:
+        return ".".join(node.name.strip("/").split("/")[:-1])
     return None
 
 

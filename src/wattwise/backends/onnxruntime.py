@@ -1,5 +1,6 @@
-"""The ONNX Runtime backend: `torch.onnx.export` (dynamo exporter), deferred ONNX Runtime
-quantization, and an inference session with graph optimizations.
+"""The ONNX Runtime backend: `torch.onnx.export` (dynamo or TorchScript exporter, the backend's
+`exporter` option), deferred ONNX Runtime graph steps (fusion, quantization), and an inference
+session with graph optimizations.
 
 The variant holds one self-contained `model.onnx` (weights inside, no external data file). Graph
 optimizations run when the session is created, not in the file: ONNX Runtime's "all" level
@@ -63,10 +64,40 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def export_onnx(module: nn.Module, task, path: Path, opset: int) -> list[str]:
-    """Export `module` with dynamic batch (and sequence) axes to a single file; returns names."""
+def dynamic_axes(names: list[str], inputs: tuple[torch.Tensor, ...]) -> dict[str, dict]:
+    """The TorchScript exporter's form of `dynamic_shapes`: batch (and sequence) axes by name."""
+    axes: dict[str, dict[int, str]] = {
+        name: {0: "batch", 1: "sequence"}
+        if t.dim() == 2 and not t.is_floating_point()
+        else {0: "batch"}
+        for name, t in zip(names, inputs, strict=True)
+    }
+    axes["output"] = {0: "batch"}
+    return axes
+
+
+def export_onnx(
+    module: nn.Module, task, path: Path, opset: int, exporter: str = "dynamo"
+) -> list[str]:
+    """Export `module` with dynamic batch (and sequence) axes to a single file; returns names.
+
+    `exporter`: "dynamo" (torch.export, then onnxscript) or "torchscript" (`dynamo=False`).
+    """
     inputs = task.example_inputs(EXPORT_BATCH, "val")
     names = input_names(module, len(inputs))
+    if exporter == "torchscript":
+        with _quiet_exporter(), torch.no_grad():
+            torch.onnx.export(
+                module.eval(),
+                inputs,
+                str(path),
+                input_names=names,
+                output_names=["output"],
+                dynamic_axes=dynamic_axes(names, inputs),
+                opset_version=opset,
+                dynamo=False,
+            )
+        return names
     with _quiet_exporter():
         program = torch.onnx.export(
             module.eval(),
@@ -92,12 +123,20 @@ class OnnxRuntimeBackend:
         spec = context.backend
         threads = spec.threads or torch.get_num_threads()
         notes = [
-            f"backend: ONNX Runtime {_ort_version()}, graph optimizations: {spec.optimization}"
+            f"backend: ONNX Runtime {_ort_version()}, graph optimizations: {spec.optimization}, "
+            f"exporter: {spec.exporter}"
         ]
         step_metrics: list[dict[str, Any]] = []
+        resolved: dict[int, Any] = {}
+        for step in deferred:
+            # A deferred step may need the PyTorch model exported differently (the transformer
+            # fusion wants eager attention, which its patterns match).
+            prepare = getattr(step, "prepare_export", None)
+            if prepare is not None:
+                module = prepare(module)
         with tempfile.TemporaryDirectory(prefix="wattwise-onnx-") as work:
             current = Path(work) / "exported.onnx"
-            names = export_onnx(module, context.task, current, spec.opset)
+            names = export_onnx(module, context.task, current, spec.opset, spec.exporter)
             for index, step in enumerate(deferred):
                 quantizer = ONNX_QUANTIZERS.get(type(step))
                 if quantizer is None:
@@ -106,6 +145,9 @@ class OnnxRuntimeBackend:
                     )
                 target = Path(work) / f"step{index}.onnx"
                 step_notes, metrics = quantizer(context, module, step, current, target)
+                resolve = getattr(step, "resolved", None)
+                if resolve is not None:
+                    resolved[id(step)] = resolve(metrics)
                 notes.extend(step_notes)
                 step_metrics.append({"step": step.describe(), **metrics})
                 current = target
@@ -114,11 +156,12 @@ class OnnxRuntimeBackend:
             "threads": threads,
             "optimization": spec.optimization,
             "opset": spec.opset,
+            "exporter": spec.exporter,
             "input_names": names,
             "deferred_step_metrics": step_metrics,
         }
         runner = OnnxModule(Path(directory) / MODEL_FILE, threads, spec.optimization)
-        return Exported(runner, [MODEL_FILE], notes, manifest)
+        return Exported(runner, [MODEL_FILE], notes, manifest, resolved)
 
     def load(self, directory: Path, manifest: dict[str, Any], source) -> nn.Module:
         facts = manifest["backend_manifest"]

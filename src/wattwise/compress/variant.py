@@ -112,6 +112,8 @@ def save_variant(
     backend = get_backend(recipe.backend.name)
     with atomic_directory(Path(output)) as staging:
         exported = backend.export(run.module, run.context, run.deferred, staging)
+        recipe = recipe.with_resolved(exported.resolved)
+        deferred = [exported.resolved.get(id(step), step) for step in run.deferred]
         files = [*exported.files, PROBE]
         flops = count_flops(run.module, source.task.example_inputs(1, "test"))
         overrides: dict[str, Any] = {"notes": run.notes + exported.notes}
@@ -148,7 +150,7 @@ def save_variant(
             "backend": recipe.backend.model_dump(),
             "backend_manifest": exported.manifest,
             "rebuild": run.rebuild,
-            "deferred_steps": [s.to_yaml_dict() for s in run.deferred],
+            "deferred_steps": [s.to_yaml_dict() for s in deferred],
             "notes": overrides["notes"],
             "profile_overrides": overrides,
             "files": {

@@ -7,12 +7,14 @@ from wattwise.compress.steps import (  # noqa: F401  (each module registers its 
     cast,
     distill,
     finetune,
+    fusion,
     layers,
     prune,
     prune_structured,
     qat,
     quantize,
     quantize_static,
+    smooth,
 )
 from wattwise.compress.steps.base import (
     HANDLERS,

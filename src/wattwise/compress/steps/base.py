@@ -47,6 +47,13 @@ class Step(BaseModel):
         """True when `backend_name` applies this step at export (ONNX Runtime quantization)."""
         return False
 
+    # The libraries the step needs besides the backend's (shown per candidate in the report).
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)
+
+    def libraries_for(self, backend_name: str) -> tuple[str, ...]:
+        """The libraries this step needs on `backend_name` (default: the class's `libraries`)."""
+        return self.libraries
+
     def to_yaml_dict(self) -> dict[str, Any]:
         """The `{kind: {fields}}` mapping a user writes in YAML."""
         fields = self.model_dump(exclude_defaults=True, mode="json")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import onnx
 from torch import nn
 
 from wattwise.backends.onnx_quantize import (
@@ -22,7 +23,7 @@ from wattwise.backends.onnx_quantize import (
     register_onnx_quantizer,
     selected_nodes,
 )
-from wattwise.compress.steps.base import Step, StepOutcome, register_step
+from wattwise.compress.steps.base import LayerSelection, Step, StepOutcome, register_step
 from wattwise.compress.steps.quantize_common import (
     require_cuda,
     resolve_implementation,
@@ -73,6 +74,13 @@ class Int8Dynamic(Step):
         """ONNX Runtime quantizes the exported graph itself."""
         return resolve_implementation(self.implementation, backend_name) == "onnxruntime"
 
+    def libraries_for(self, backend_name: str) -> tuple[str, ...]:
+        """onnxruntime, torchao or torch (torch.ao), as the implementation resolves."""
+        implementation = resolve_implementation(self.implementation, backend_name)
+        return {"onnxruntime": ("onnxruntime",), "torchao": ("torchao",)}.get(
+            implementation, ("torch",)
+        )
+
 
 @register_onnx_quantizer(Int8Dynamic)
 def onnx_int8_dynamic(context, module: nn.Module, step: Int8Dynamic, source: Path, target: Path):
@@ -82,13 +90,19 @@ def onnx_int8_dynamic(context, module: nn.Module, step: Int8Dynamic, source: Pat
     prepared = target.with_suffix(".prepared.onnx")
     model = prepare_for_quantization(source, prepared)
     nodes = selected_nodes(model, selected_names(module, step.layers))
+    if step.layers == LayerSelection():
+        # After transformer fusion the Q/K/V projections live inside Attention nodes
+        # (quantized to QAttention); a step that touches every layer takes them too.
+        nodes += [node.name for node in model.graph.node if node.op_type == "Attention"]
     quantize_dynamic(
         str(prepared),
         str(target),
         per_channel=step.granularity == "per_channel",
         weight_type=QuantType.QInt8,
         nodes_to_quantize=nodes,
-        op_types_to_quantize=["MatMul", "Conv"],
+        op_types_to_quantize=["MatMul", "Conv", "Attention"],
+        # Shape inference cannot type the outputs of fused (com.microsoft) operators.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     what = f"int8 dynamic ({step.granularity} weights) via ONNX Runtime quantize_dynamic"
     return quantization_report(prepared, target, nodes, what)
@@ -122,6 +136,7 @@ class Int8WeightOnly(Step):
     `group_size` applies to `granularity: per_group` (input channels per scale)."""
 
     kind = "quantize"
+    libraries = ("torchao",)
     method: Literal["int8_weight_only"] = "int8_weight_only"
     granularity: Literal["per_channel", "per_tensor", "per_group"] = "per_channel"
     group_size: int = 128
@@ -166,6 +181,7 @@ class Int4WeightOnly(Step):
     `IntxWeightOnlyConfig(int4)`, which runs anywhere; `auto` picks by device."""
 
     kind = "quantize"
+    libraries = ("torchao",)
     method: Literal["int4_weight_only"] = "int4_weight_only"
     group_size: int = 128
     kernel: Literal["auto", "cpu", "cuda"] = "auto"
