@@ -11,11 +11,20 @@ import torch
 
 from wattwise.models.registry import LoadedModel, load_model
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+OUTLIER_CHANNELS, OUTLIER_BIAS = 4, 20.0
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
 
 
 def tiny_bert_directory(root: Path) -> Path:
-    """Write a seeded 2-layer, 4-head, 64-wide BERT with MiniLM's tokenizer under `root`."""
+    """Write a seeded 2-layer, 4-head, 64-wide BERT with MiniLM's tokenizer under `root`.
+
+    Loaded through `AutoModel` it gets a (randomly initialized, unused) pooler: 13 Linears.
+    """
     from transformers import BertConfig, BertModel
 
     from wattwise.models.text_encoder import minilm_directory
@@ -30,7 +39,13 @@ def tiny_bert_directory(root: Path) -> Path:
         intermediate_size=128,
         max_position_embeddings=512,
     )
-    BertModel(config, add_pooling_layer=False).eval().save_pretrained(directory)
+    model = BertModel(config, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        # Trained BERTs have a few FFN channels with outlier activations (what makes per-tensor
+        # int8 lose fidelity); a random init has none, so four channels per layer get them.
+        for layer in model.encoder.layer:
+            layer.intermediate.dense.bias[:OUTLIER_CHANNELS] += OUTLIER_BIAS
+    model.save_pretrained(directory)
     for name in TOKENIZER_FILES:
         if (minilm_directory() / name).is_file():
             shutil.copy(minilm_directory() / name, directory / name)

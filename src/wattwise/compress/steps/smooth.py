@@ -67,9 +67,7 @@ def swap_in_smoothed(module: nn.Module, names: list[str]) -> nn.Module:
     return module
 
 
-def input_channel_maxima(
-    module: nn.Module, names: list[str], batches
-) -> dict[str, torch.Tensor]:
+def input_channel_maxima(module: nn.Module, names: list[str], batches) -> dict[str, torch.Tensor]:
     """max |x_j| per input channel of each named layer, over every calibration batch."""
     maxima: dict[str, torch.Tensor] = {}
     hooks = []
