@@ -4,6 +4,8 @@ SmoothQuant before per-tensor int8, on a 2-layer BERT encoder."""
 
 from __future__ import annotations
 
+import copy
+
 import onnx
 import pytest
 import torch
@@ -131,7 +133,6 @@ def test_selective_int8_rejects_a_kept_layer_the_model_lacks(model, tmp_path):
 
 
 def test_smoothquant_is_exact_in_fp32_and_reloads_identically(model, tmp_path):
-    import copy
 
     original = model.module.eval()
     module = copy.deepcopy(original)
@@ -162,3 +163,16 @@ def test_smoothquant_is_exact_in_fp32_and_reloads_identically(model, tmp_path):
         variant.manifest["backend_manifest"]["deferred_step_metrics"][0]["quantized_layers"]
         == LINEARS
     )
+
+
+def test_bf16_cast_records_whether_this_cpu_runs_bf16_natively(model):
+    from wattwise.compress.steps_cast import apply_cast
+
+    context = CompressionContext(model, model.task, model.module, Recipe().backend)
+    step = parse_step({"cast": {"method": "bf16"}})
+    outcome = apply_cast(context, copy.deepcopy(model.module), step)
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert outcome.metrics["cpu_bf16_native"] is native
+    assert any(("natively" in n) == native for n in outcome.notes[1:])
+    recipe = Recipe.from_dict({"steps": [{"cast": {"method": "bf16"}}], "backend": "torch_compile"})
+    assert recipe.libraries == ("torch",)

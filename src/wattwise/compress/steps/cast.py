@@ -36,6 +36,12 @@ def cast_module(module: nn.Module, precision: str) -> nn.Module:
     return CastInputs(module, DTYPES[precision])
 
 
+def cpu_bf16_native() -> bool:
+    """Whether oneDNN runs bf16 matmuls natively here (AVX512-BF16 or AMX), as it is limited:
+    `ONEDNN_MAX_CPU_ISA=AVX2` makes this False on a CPU that has the instructions."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def apply_cast(context, module: nn.Module, step: Step) -> StepOutcome:
     """Cast every floating-point parameter and buffer to the step's precision."""
     if step.method == "fp16" and not context.device.startswith("cuda"):
@@ -43,10 +49,21 @@ def apply_cast(context, module: nn.Module, step: Step) -> StepOutcome:
             "cast fp16 needs CUDA (fp16 matmuls on this CPU are emulated and slow); "
             "use cast bf16 on CPU"
         )
+    notes = [f"weights and activations in {step.method}; outputs returned as float32"]
+    metrics = {}
+    if step.method == "bf16" and not context.device.startswith("cuda"):
+        native = cpu_bf16_native()
+        metrics["cpu_bf16_native"] = native
+        notes.append(
+            "this CPU runs bf16 matmuls natively (oneDNN: AVX512-BF16/AMX)"
+            if native
+            else "this CPU has no native bf16 for oneDNN: bf16 matmuls are emulated (slow)"
+        )
     return StepOutcome(
         cast_module(module, step.method),
         rebuild=[{"op": "cast_inputs", "precision": step.method}],
-        notes=[f"weights and activations in {step.method}; outputs returned as float32"],
+        notes=notes,
+        metrics=metrics,
     )
 
 
