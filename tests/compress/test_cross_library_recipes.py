@@ -14,9 +14,9 @@ from tests.compress.tiny_bert import tiny_bert
 from wattwise.compress.context import CompressionContext
 from wattwise.compress.pipeline import compress
 from wattwise.compress.recipe import Recipe
-from wattwise.compress.sensitivity import simulated_fidelity
 from wattwise.compress.steps import parse_step
-from wattwise.compress.steps_smooth import SmoothedLinear, apply_smoothquant
+from wattwise.compress.steps.sensitivity import simulated_fidelity
+from wattwise.compress.steps.smooth import SmoothedLinear, apply_smoothquant
 from wattwise.compress.variant import load_variant
 
 TORCHSCRIPT = {"name": "onnxruntime", "exporter": "torchscript"}
@@ -166,7 +166,7 @@ def test_smoothquant_is_exact_in_fp32_and_reloads_identically(model, tmp_path):
 
 
 def test_bf16_cast_records_whether_this_cpu_runs_bf16_natively(model):
-    from wattwise.compress.steps_cast import apply_cast
+    from wattwise.compress.steps.cast import apply_cast
 
     context = CompressionContext(model, model.task, model.module, Recipe().backend)
     step = parse_step({"cast": {"method": "bf16"}})

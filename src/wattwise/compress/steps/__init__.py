@@ -13,6 +13,7 @@ from wattwise.compress.steps import (  # noqa: F401  (each module registers its 
     prune_structured,
     qat,
     quantize,
+    quantize_selective,
     quantize_static,
     smooth,
 )

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from wattwise.compress.steps.quantize_common import calibration_batches, selected_names
 from wattwise.backends.rebuild import get_submodule_parent, register_rebuilder
 from wattwise.compress.steps.base import Step, StepOutcome, register_step
+from wattwise.compress.steps.quantize_common import calibration_batches, selected_names
 
 CALIBRATION_BATCH = 16
 MIN_SCALE = 1e-5

@@ -33,15 +33,15 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from wattwise.compress.onnx_quantize import (
+from wattwise.backends.onnx_quantize import (
     prepare_for_quantization,
     quantization_report,
     register_onnx_quantizer,
     selected_nodes,
 )
-from wattwise.compress.quantize_common import calibration_batches, selected_names
-from wattwise.compress.sensitivity import layer_sensitivity, mean_cosine, simulated_fidelity
-from wattwise.compress.steps import Step, StepOutcome, register_step
+from wattwise.compress.steps.base import Step, StepOutcome, register_step
+from wattwise.compress.steps.quantize_common import calibration_batches, selected_names
+from wattwise.compress.steps.sensitivity import layer_sensitivity, mean_cosine, simulated_fidelity
 from wattwise.errors import ConfigError
 
 MAX_CONFIRMATIONS = 6  # real quantizations tried after the simulated choice
