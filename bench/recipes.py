@@ -70,7 +70,7 @@ RECIPES: dict[str, dict] = {
                 "quantize": {
                     "method": "int8_selective",
                     "min_fidelity": 0.995,
-                    "calibration_samples": 32,
+                    "calibration_samples": 16,
                 }
             }
         ],
@@ -179,6 +179,9 @@ def main() -> None:
                 "warmup_s": time.perf_counter() - started,
                 "times_s": [],
             }
+            print(
+                f"  {name}: fidelity {results[name]['fidelity']:.4f}", file=sys.stderr, flush=True
+            )
         names = list(runners)
         for round_index in range(args.rounds):
             print(f"round {round_index + 1}/{args.rounds}", file=sys.stderr, flush=True)
@@ -188,6 +191,11 @@ def main() -> None:
                 started = time.perf_counter()
                 module(*inputs)
                 results[name]["times_s"].append(time.perf_counter() - started)
+            report(results, runners, args)
+
+
+def report(results: dict, runners: dict, args) -> None:
+    """Print the table (and write the JSON) from the rounds timed so far."""
     base = statistics.median(results["fp32 eager (original)"]["times_s"])
     rows = []
     for name, entry in results.items():
