@@ -14,7 +14,8 @@ How the layers are chosen (once; `keep_fp32` unset):
 3. Confirmation with the real graph: ONNX Runtime quantizes it and runs the calibration
    samples; while its fidelity is below `min_fidelity`, the next most sensitive layer is kept too.
 The variant's saved recipe holds the result as `keep_fp32: [layer, ...]`; compressing with that
-recipe quantizes the same nodes without measuring anything.
+recipe quantizes the same nodes without measuring anything. Only MatMul/Conv nodes are
+quantized: after `fuse`, the fused Attention nodes stay fp32 (use int8_dynamic for QAttention).
 
 Why not NNCF's `quantize_with_accuracy_control` (which also ranks layers and reverts the worst):
 its ONNX path is static post-training quantization (activation ranges fixed at calibration),
