@@ -12,7 +12,7 @@ from wattwise.models.registry import ModelOptions
 from wattwise.search.optimize import optimize as search
 from wattwise.search.results import OptimizeResult
 
-__all__ = ["compress", "optimize", "profile"]
+__all__ = ["compress", "federate", "federate_client", "optimize", "profile"]
 
 
 def profile(
@@ -138,3 +138,45 @@ def loadtest(
     from wattwise.serve.loadtest import run_loadtest
 
     return run_loadtest(url, clients, duration, inputs_per_request, api_key_env)
+
+
+def federate(settings=None, show_progress: bool = False, hooks=None, **options):
+    """Federated training on Flower; returns `wattwise.federate.results.FederateResult`.
+
+    Give a `FederateSettings` or its fields as keywords (partition and update compression as
+    text, e.g. partition="dirichlet:0.3", compression="topk:0.1").
+    Example:
+        r = wattwise.api.federate(model="digits-cnn", clients=4, rounds=5, compression="int8")
+        print(r.final_accuracy, r.total_up_bytes, r.total_energy_j, r.energy_source)
+    """
+    from wattwise.federate.job import federate as run_job
+    from wattwise.federate.settings import FederateSettings, parse_compression, parse_partition
+
+    if settings is None:
+        if isinstance(options.get("partition"), str):
+            options["partition"] = parse_partition(options["partition"])
+        if isinstance(options.get("compression"), str):
+            options["compression"] = parse_compression(options["compression"])
+        settings = FederateSettings(**options)
+    return run_job(settings, hooks=hooks, show_progress=show_progress)
+
+
+def federate_client(
+    server: str,
+    data,
+    model: str = "digits-cnn",
+    partition_id: int = 0,
+    compression: str = "none",
+    state_dir=".",
+    fault: str = "none",
+    slow_s: float = 0.0,
+    max_wait_s: float = 120.0,
+) -> None:
+    """Join a federate server at HOST:PORT and train on `data` (this client's .npz) until done.
+
+    Example:
+        wattwise.api.federate_client("10.0.0.5:9092", "my-part.npz", partition_id=3)
+    """
+    from wattwise.federate.client import join_server
+
+    join_server(server, data, model, partition_id, compression, state_dir, fault, slow_s, max_wait_s)

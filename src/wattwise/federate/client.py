@@ -1,0 +1,196 @@
+"""The client side: a Flower `Client` that trains on its own file and sends a coded update.
+
+The client's samples never leave this process: it sends the coded weight update, the sample
+count, and a few numbers about its own work (loss, seconds, energy with its source).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from flwr.client import Client
+from flwr.common import (
+    Code,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    Parameters,
+    Status,
+    parameters_to_ndarrays,
+)
+
+from wattwise.federate.codec import UpdateEncoder, tensor_type
+from wattwise.federate.data import build_model, fresh_model, read_client_part
+from wattwise.federate.settings import Compression
+from wattwise.federate.training import load_arrays, model_arrays, train_local
+from wattwise.measure.energy import detect_energy_source
+from wattwise.paths import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """One client: its partition number, its own data file, and where it keeps its state.
+
+    `fault` makes it misbehave on purpose ("nan", "garbage", "shape", "slow") to test the
+    server; "none" in real use. `slow_s` is how long a "slow" client sleeps before answering.
+    """
+
+    partition: int
+    data: Path
+    model: str
+    compression: Compression
+    state_dir: Path
+    fault: str = "none"
+    slow_s: float = 0.0
+
+
+class WattwiseClient(Client):
+    """Trains the global model on this client's data and answers with a coded update."""
+
+    def __init__(self, spec: ClientSpec) -> None:
+        import torch
+
+        # Many clients share a machine's cores in tests, benches and simulation: one thread
+        # each, which also makes a client's arithmetic the same in every mode.
+        torch.set_num_threads(1)
+        self.spec = spec
+        self.inputs, self.labels = read_client_part(spec.data)
+        self.model = fresh_model(build_model(spec.model), seed=0)
+        self.energy = detect_energy_source("cpu")
+
+    def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
+        from flwr.common import ndarrays_to_parameters
+
+        return GetParametersRes(Status(Code.OK, "ok"), ndarrays_to_parameters(model_arrays(self.model)))
+
+    def _residual_path(self) -> Path:
+        return self.spec.state_dir / f"client-{self.spec.partition}-residual.npz"
+
+    def _load_encoder(self) -> UpdateEncoder:
+        path = self._residual_path()
+        residual = None
+        if self.spec.compression.kind == "topk" and path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                residual = [data[f"t{i}"] for i in range(len(data.files))]
+        return UpdateEncoder(self.spec.compression, residual)
+
+    def _save_encoder(self, encoder: UpdateEncoder) -> None:
+        if encoder.residual is None:
+            return
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"t{i}": r for i, r in enumerate(encoder.residual)})
+        atomic_write_bytes(self._residual_path(), buffer.getvalue())
+
+    def fit(self, ins: FitIns) -> FitRes:
+        """One round: load the global weights, train locally, code the update, report the cost."""
+        config = ins.config
+        global_arrays = parameters_to_ndarrays(ins.parameters)
+        load_arrays(self.model, global_arrays)
+        round_number = int(config.get("round", 0))
+        seed = int(config.get("seed", 0)) * 1_000_003 + round_number * 1_009 + self.spec.partition
+        token = self.energy.start()
+        started = time.perf_counter()
+        loss = train_local(
+            self.model,
+            self.inputs,
+            self.labels,
+            epochs=int(config.get("local_epochs", 1)),
+            batch_size=int(config.get("batch_size", 32)),
+            learning_rate=float(config.get("learning_rate", 0.05)),
+            seed=seed,
+            proximal_mu=float(config.get("proximal_mu", 0.0)),
+        )
+        update = [
+            local - start
+            for local, start in zip(model_arrays(self.model), global_arrays, strict=True)
+        ]
+        encoder = self._load_encoder()
+        tensors = self._faulty(update, encoder) if self.spec.fault != "none" else None
+        if tensors is None:
+            tensors = encoder.encode(update)
+            self._save_encoder(encoder)
+        train_s = time.perf_counter() - started
+        reading = self.energy.stop(token)
+        if self.spec.fault == "slow":
+            time.sleep(self.spec.slow_s)
+        metrics = {
+            "partition": self.spec.partition,
+            "train_loss": loss,
+            "train_s": train_s,
+            "energy_j": reading.energy_j,
+            "energy_source": reading.source,
+            "energy_uncertainty_pct": reading.uncertainty_pct,
+            "process_id": os.getpid(),
+        }
+        return FitRes(
+            Status(Code.OK, "ok"),
+            Parameters(tensors=tensors, tensor_type=tensor_type(self.spec.compression)),
+            len(self.inputs),
+            metrics,
+        )
+
+    def _faulty(self, update: list[np.ndarray], encoder: UpdateEncoder) -> list[bytes] | None:
+        """A deliberately bad update for the fault tests; None for faults that code normally."""
+        if self.spec.fault == "nan":
+            poisoned = [np.full_like(update[0], np.nan), *update[1:]]
+            return UpdateEncoder(self.spec.compression).encode(poisoned)
+        if self.spec.fault == "garbage":
+            rng = np.random.default_rng(self.spec.partition)
+            return [rng.bytes(17) for _ in update]
+        if self.spec.fault == "shape":
+            return encoder.encode(update)[:-1]
+        return None
+
+
+def run_client(spec: ClientSpec, server_address: str, max_wait_s: float = 120.0) -> None:
+    """Connect to a federate server over gRPC and train until it says the run is over.
+
+    A lost server is retried (Flower's back-off) for up to `max_wait_s` seconds, so a server
+    restarted with --resume finds its clients again.
+    """
+    from flwr.client import start_client
+
+    client = WattwiseClient(spec)
+    start_client(
+        server_address=server_address,
+        client=client.to_client(),
+        insecure=True,
+        max_wait_time=max_wait_s,
+    )
+
+
+def join_server(
+    server: str,
+    data: Path | str,
+    model: str = "digits-cnn",
+    partition_id: int = 0,
+    compression: str = "none",
+    state_dir: Path | str = ".",
+    fault: str = "none",
+    slow_s: float = 0.0,
+    max_wait_s: float = 120.0,
+) -> None:
+    """Check the client's arguments, then `run_client` (the CLI's and the API's one entry)."""
+    from wattwise.errors import ConfigError
+    from wattwise.federate.settings import CLIENT_FAULTS, parse_address, parse_compression
+
+    parse_address(server)
+    if fault not in CLIENT_FAULTS:
+        raise ConfigError(f"unknown --fault {fault!r}: use one of {', '.join(CLIENT_FAULTS)}")
+    spec = ClientSpec(
+        partition_id,
+        Path(data),
+        model,
+        parse_compression(compression),
+        Path(state_dir),
+        fault,
+        slow_s,
+    )
+    run_client(spec, server, max_wait_s)
