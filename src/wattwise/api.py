@@ -179,4 +179,6 @@ def federate_client(
     """
     from wattwise.federate.client import join_server
 
-    join_server(server, data, model, partition_id, compression, state_dir, fault, slow_s, max_wait_s)
+    join_server(
+        server, data, model, partition_id, compression, state_dir, fault, slow_s, max_wait_s
+    )

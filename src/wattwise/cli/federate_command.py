@@ -91,7 +91,16 @@ def _show(result, as_json: bool) -> None:
     from wattwise.federate.report import headline
 
     table = Table(title=f"wattwise federate: {result.model} ({result.mode})")
-    for column in ("round", "accuracy %", "accepted", "rejected", "dropped", "up bytes", "down bytes", "energy J"):
+    for column in (
+        "round",
+        "accuracy %",
+        "accepted",
+        "rejected",
+        "dropped",
+        "up bytes",
+        "down bytes",
+        "energy J",
+    ):
         table.add_column(column, justify="right")
     for r in result.rounds:
         up = r.wire_up_bytes if r.wire_up_bytes is not None else r.payload_up_bytes

@@ -24,12 +24,17 @@ from flwr.common import (
     parameters_to_ndarrays,
 )
 
+from wattwise.errors import WattwiseError
 from wattwise.federate.codec import UpdateEncoder, tensor_type
 from wattwise.federate.data import build_model, fresh_model, read_client_part
 from wattwise.federate.settings import Compression
 from wattwise.federate.training import load_arrays, model_arrays, train_local
 from wattwise.measure.energy import detect_energy_source
 from wattwise.paths import atomic_write_bytes
+
+
+class ServerUnreachableError(WattwiseError):
+    """The federate server could not be reached (or was lost) for longer than the client waits."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,9 @@ class WattwiseClient(Client):
     def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
         from flwr.common import ndarrays_to_parameters
 
-        return GetParametersRes(Status(Code.OK, "ok"), ndarrays_to_parameters(model_arrays(self.model)))
+        return GetParametersRes(
+            Status(Code.OK, "ok"), ndarrays_to_parameters(model_arrays(self.model))
+        )
 
     def _residual_path(self) -> Path:
         return self.spec.state_dir / f"client-{self.spec.partition}-residual.npz"
@@ -155,15 +162,23 @@ def run_client(spec: ClientSpec, server_address: str, max_wait_s: float = 120.0)
     A lost server is retried (Flower's back-off) for up to `max_wait_s` seconds, so a server
     restarted with --resume finds its clients again.
     """
+    import grpc
     from flwr.client import start_client
 
     client = WattwiseClient(spec)
-    start_client(
-        server_address=server_address,
-        client=client.to_client(),
-        insecure=True,
-        max_wait_time=max_wait_s,
-    )
+    try:
+        start_client(
+            server_address=server_address,
+            client=client.to_client(),
+            insecure=True,
+            max_wait_time=max_wait_s,
+        )
+    except grpc.RpcError as error:
+        raise ServerUnreachableError(
+            f"no federate server answered at {server_address} within {max_wait_s:.0f} s "
+            f"({error.code().name if hasattr(error, 'code') else error}); start "
+            "`wattwise federate-server` there or fix --server"
+        ) from error
 
 
 def join_server(

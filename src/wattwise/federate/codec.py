@@ -38,7 +38,8 @@ def _encode_int8(values: np.ndarray) -> bytes:
     padded = padded.reshape(blocks, INT8_BLOCK)
     scales = (np.abs(padded).max(axis=1) / 127.0).astype(np.float32)
     safe = np.where(scales > 0, scales, 1.0)[:, None]
-    quantized = np.clip(np.rint(padded / safe), -127, 127).astype(np.int8)
+    with np.errstate(invalid="ignore"):  # a NaN update keeps its NaN scale: the server refuses it
+        quantized = np.clip(np.rint(padded / safe), -127, 127).astype(np.int8)
     return scales.astype("<f4").tobytes() + quantized.reshape(-1)[: values.size].tobytes()
 
 

@@ -46,7 +46,9 @@ def _accuracy_plot(result: FederateResult) -> str:
             spent += value
             energy.append(spent)
         right.plot(energy, [100 * a for a in central.accuracy_per_epoch], "s-", label="centralised")
-        left.axhline(100 * max(central.accuracy_per_epoch), ls="--", c="gray", label="centralised best")
+        left.axhline(
+            100 * max(central.accuracy_per_epoch), ls="--", c="gray", label="centralised best"
+        )
     right.set_xlabel(f"cumulative energy, J ({result.energy_source})")
     right.set_ylabel("test accuracy, %")
     right.set_title("accuracy for energy spent")
@@ -59,7 +61,10 @@ def _bytes_plot(result: FederateResult) -> str:
     figure, axes = plt.subplots(figsize=(11, 3.6))
     rounds = [r.round for r in result.rounds]
     width = 0.38
-    up = [(r.wire_up_bytes if r.wire_up_bytes is not None else r.payload_up_bytes) / 1e6 for r in result.rounds]
+    up = [
+        (r.wire_up_bytes if r.wire_up_bytes is not None else r.payload_up_bytes) / 1e6
+        for r in result.rounds
+    ]
     down = [
         (r.wire_down_bytes if r.wire_down_bytes is not None else r.payload_down_bytes) / 1e6
         for r in result.rounds

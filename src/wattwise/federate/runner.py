@@ -36,6 +36,8 @@ class Hooks:
     round_started: Callable[[int, list[subprocess.Popen]], None] = lambda r, clients: None
     round_ended: Callable[[RoundRecord, list[subprocess.Popen]], None] = lambda r, c: None
     clients: list[subprocess.Popen] = field(default_factory=list)
+    capture_upstream: bool = False
+    relay: ByteCountingRelay | None = None
 
 
 def quiet_flower(verbose: bool = False) -> None:
@@ -173,10 +175,10 @@ def run_federated(
             if settings.server_address:
                 relay_host, relay_port = parse_address(settings.server_address)
             grpc_port = free_port()
-            relay = ByteCountingRelay(grpc_port, host="127.0.0.1", listen_port=0)
-            if settings.server_address:
-                relay.close()
-                relay = ByteCountingRelay(grpc_port, host=relay_host, listen_port=relay_port)
+            relay = ByteCountingRelay(
+                grpc_port, relay_host, relay_port, capture=hooks.capture_upstream
+            )
+            hooks.relay = relay
             server = FederatedServer(**server_args, relay=relay)
             server.round_started = lambda r: hooks.round_started(r, hooks.clients)
             _run_grpc(settings, server, client_manager, grpc_port, relay, parts, out, hooks)
@@ -224,7 +226,7 @@ def _run_simulation(settings, server, parts, out) -> None:
         def fit(num_rounds, timeout):
             try:
                 return original_fit(num_rounds, timeout)
-            except BaseException as error:  # noqa: BLE001 - re-raised after the engine stops
+            except BaseException as error:
                 failure.append(error)
                 raise
 

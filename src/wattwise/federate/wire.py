@@ -8,9 +8,12 @@ also keeps a copy of the upstream bytes, for the test that a client's data never
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from dataclasses import dataclass
+
+from wattwise.errors import OutputPathError
 
 CHUNK_BYTES = 1 << 16
 
@@ -25,13 +28,23 @@ class WireCount:
 
 
 class ByteCountingRelay:
-    """Listens on `listen_port` (0: any free one) and relays to `target` on loopback."""
+    """Listens on `listen_host:listen_port` (0: any free port), relays to `target_port` on loopback."""
 
     def __init__(
-        self, target_port: int, host: str = "127.0.0.1", listen_port: int = 0, capture: bool = False
+        self,
+        target_port: int,
+        listen_host: str = "127.0.0.1",
+        listen_port: int = 0,
+        capture: bool = False,
     ) -> None:
-        self.target = (host, target_port)
-        self._server = socket.create_server((host, listen_port))
+        self.target = ("127.0.0.1", target_port)  # the gRPC server itself listens on loopback only
+        try:
+            self._server = socket.create_server((listen_host, listen_port))
+        except OSError as error:
+            raise OutputPathError(
+                f"cannot listen on {listen_host}:{listen_port} ({error.strerror}); "
+                "choose a free port in --server-address"
+            ) from error
         self.port = self._server.getsockname()[1]
         self._lock = threading.Lock()
         self._up = self._down = self._connections = 0
@@ -89,10 +102,8 @@ class ByteCountingRelay:
             pass
         finally:
             for end in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         """Stop accepting and close every relayed connection."""
@@ -101,10 +112,8 @@ class ByteCountingRelay:
         with self._lock:
             sockets = list(self._sockets)
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
