@@ -12,9 +12,10 @@ $(BIN)/python:
 
 # torch first and alone: pip takes the local CPU wheel; every later install sees
 # torch==2.13.0 already satisfied and never fetches a CUDA build.
-$(STAMP): pyproject.toml $(BIN)/python
+$(STAMP): pyproject.toml federate-requirements.txt $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q --no-deps -r federate-requirements.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+pytest.importorskip("flwr", reason="install federate-requirements.txt (make install does)")
+
+import numpy as np
 
 from wattwise.federate.codec import (
     MalformedUpdateError,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+pytest.importorskip("flwr", reason="install federate-requirements.txt (make install does)")
+
+import numpy as np
 from flwr.common import Code, FitIns, FitRes, Status
 
 from wattwise.errors import ConfigError
@@ -71,7 +74,7 @@ def _answers(tmp_path, faults: dict[int, str]):
 
 
 def test_malformed_and_non_finite_updates_are_rejected_and_never_averaged(tmp_path):
-    strategy, book, results, initial = _answers(tmp_path, {1: "nan", 2: "garbage", 3: "shape"})
+    strategy, book, results, _ = _answers(tmp_path, {1: "nan", 2: "garbage", 3: "shape"})
     parameters, _ = strategy.aggregate_fit(1, results, [])
     assert parameters is None  # one good update < min_clients 2: the round is skipped
     assert [c.accepted for c in sorted(book.clients, key=lambda c: c.partition)] == [
@@ -87,7 +90,7 @@ def test_malformed_and_non_finite_updates_are_rejected_and_never_averaged(tmp_pa
 def test_a_rejected_update_does_not_move_the_average(tmp_path):
     from flwr.common import parameters_to_ndarrays
 
-    strategy, book, results, initial = _answers(tmp_path, {3: "nan"})
+    strategy, book, results, _ = _answers(tmp_path, {3: "nan"})
     with_bad, _ = strategy.aggregate_fit(1, results, [])
     book.reset(1)
     without_bad, _ = strategy.aggregate_fit(1, results[:3], [])

@@ -5,6 +5,10 @@ Slow: each client is an OS process importing torch and Flower (seconds each on a
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("flwr", reason="install federate-requirements.txt (make install does)")
+
 import signal
 import subprocess
 import sys
@@ -13,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from wattwise.federate.data import open_workload, write_client_parts
 from wattwise.federate.runner import Hooks, run_federated
@@ -79,10 +82,11 @@ def test_faults_dropout_straggler_and_malformed_update_in_processes(tmp_path):
     result = run_federated(settings, hooks=hooks)
     assert [r.round for r in result.rounds] == [1, 2, 3] and killed
     accepted = [sorted(c.partition for c in r.clients if c.accepted) for r in result.rounds]
-    assert accepted[1] == [3] and accepted[2] == [3]
+    assert accepted == [[0, 3], [3], [3]]  # the straggler never, the killed one not after it died
     assert all(r.rejected == 1 for r in result.rounds)  # the NaN client, every round
     assert all("NaN" in " ".join(r.rejections) for r in result.rounds)
-    assert result.rounds[1].dropped >= 2  # the killed client and the straggler
+    assert result.rounds[0].dropped >= 1  # the straggler, past the round timeout
+    assert result.rounds[1].dropped >= 1  # the killed client (and the straggler when asked)
     assert all(np.isfinite(r.accuracy) for r in result.rounds)
     # int8: each honest update crosses the wire in under a quarter of its fp32 size + framing
     fp32_bytes = 4 * sum(
@@ -124,9 +128,11 @@ def test_a_killed_server_resumes_from_its_last_committed_round(tmp_path):
     server = _server(tmp_path, port)
     clients = [
         subprocess.Popen(
-            [sys.executable, "-c", CLI, "federate-client", "--server", f"127.0.0.1:{port}"]
-            + ["--data", str(part), "--partition-id", str(i), "--max-wait", "240"]
-            + ["--state-dir", str(tmp_path / "state")],
+            [
+                *(sys.executable, "-c", CLI, "federate-client", "--server", f"127.0.0.1:{port}"),
+                *("--data", str(part), "--partition-id", str(i), "--max-wait", "240"),
+                *("--state-dir", str(tmp_path / "state")),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=(tmp_path / f"client-{i}.log").open("wb"),
         )

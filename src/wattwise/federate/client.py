@@ -32,6 +32,8 @@ from wattwise.federate.training import load_arrays, model_arrays, train_local
 from wattwise.measure.energy import detect_energy_source
 from wattwise.paths import atomic_write_bytes
 
+RECONNECT_PAUSE_S = 1.0
+
 
 class ServerUnreachableError(WattwiseError):
     """The federate server could not be reached (or was lost) for longer than the client waits."""
@@ -67,6 +69,11 @@ class WattwiseClient(Client):
         self.inputs, self.labels = read_client_part(spec.data)
         self.model = fresh_model(build_model(spec.model), seed=0)
         self.energy = detect_energy_source("cpu")
+        self.last_fit_monotonic: float | None = None
+
+    def rounds_done_since(self, moment: float) -> bool:
+        """True when this client answered a round after `moment` (time.monotonic())."""
+        return self.last_fit_monotonic is not None and self.last_fit_monotonic > moment
 
     def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
         from flwr.common import ndarrays_to_parameters
@@ -127,6 +134,7 @@ class WattwiseClient(Client):
         reading = self.energy.stop(token)
         if self.spec.fault == "slow":
             time.sleep(self.spec.slow_s)
+        self.last_fit_monotonic = time.monotonic()
         metrics = {
             "partition": self.spec.partition,
             "train_loss": loss,
@@ -159,26 +167,32 @@ class WattwiseClient(Client):
 def run_client(spec: ClientSpec, server_address: str, max_wait_s: float = 120.0) -> None:
     """Connect to a federate server over gRPC and train until it says the run is over.
 
-    A lost server is retried (Flower's back-off) for up to `max_wait_s` seconds, so a server
-    restarted with --resume finds its clients again.
+    Flower's legacy gRPC stream cannot be re-opened once it failed (its retry re-reads the same
+    dead stream), so a refused or lost connection is retried here with a fresh one, for up to
+    `max_wait_s` seconds without a server: a server restarted with --resume finds its clients.
     """
     import grpc
     from flwr.client import start_client
 
     client = WattwiseClient(spec)
-    try:
-        start_client(
-            server_address=server_address,
-            client=client.to_client(),
-            insecure=True,
-            max_wait_time=max_wait_s,
-        )
-    except grpc.RpcError as error:
-        raise ServerUnreachableError(
-            f"no federate server answered at {server_address} within {max_wait_s:.0f} s "
-            f"({error.code().name if hasattr(error, 'code') else error}); start "
-            "`wattwise federate-server` there or fix --server"
-        ) from error
+    lost_since = time.monotonic()
+    while True:
+        try:
+            start_client(server_address=server_address, client=client.to_client(), insecure=True)
+            return  # the server ended the run
+        except grpc.RpcError as error:
+            if getattr(error, "code", lambda: None)() != grpc.StatusCode.UNAVAILABLE:
+                raise ServerUnreachableError(
+                    f"federate server at {server_address} failed: {error}; check its log"
+                ) from error
+            if client.rounds_done_since(lost_since):
+                lost_since = time.monotonic()  # it was connected and training: a new outage
+            if time.monotonic() - lost_since > max_wait_s:
+                raise ServerUnreachableError(
+                    f"no federate server answered at {server_address} for {max_wait_s:.0f} s; "
+                    "start `wattwise federate-server` there or fix --server"
+                ) from error
+            time.sleep(RECONNECT_PAUSE_S)
 
 
 def join_server(
