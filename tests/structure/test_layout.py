@@ -14,6 +14,7 @@ LAYERS = [
     {"measure"},
     {"backends", "compress"},
     {"search", "train", "serve"},
+    {"federate"},
     {"report"},
     {"api", "cli", ""},
 ]
