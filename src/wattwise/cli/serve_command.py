@@ -13,6 +13,7 @@ from wattwise.progress import result_console as console
 
 @app.command()
 def serve(
+    context: typer.Context,
     model: str = typer.Argument(
         ..., help="Built-in name, variant dir (e.g. from optimize), HF dir or module:factory."
     ),
@@ -59,22 +60,8 @@ def serve(
     from wattwise.serve.settings import ServeSettings
 
     quiet_for_json(as_json)
-    settings = ServeSettings(
-        model=model,
-        replicas=replicas,
-        max_batch_size=max_batch_size,
-        batch_wait_ms=batch_wait_ms,
-        host=host,
-        port=port,
-        address=address,
-        api_key_env=api_key_env,
-        request_timeout_s=request_timeout_s,
-        max_ongoing_requests=max_ongoing_requests,
-        max_queued_requests=max_queued_requests,
-        max_body_bytes=max_body_bytes,
-        threads_per_replica=threads_per_replica,
-        ray_temp_dir=ray_temp_dir,
-    )
+    options = {k: v for k, v in context.params.items() if k not in ("swap", "as_json")}
+    settings = ServeSettings.from_options(**options)
     if swap:
         signature = swap_model(settings)
         if as_json:
@@ -82,7 +69,7 @@ def serve(
         else:
             console.print(f"now serving {signature.model} (every replica ready)")
         return
-    info(f"starting Ray and {replicas} replica(s) of {model} ...")
+    info(f"starting Ray and {settings.replicas} replica(s) of {model} ...")
     server = start_server(settings)
     ready = {
         "url": server.url,

@@ -42,7 +42,8 @@ class ModelReplica:
 
         config = ServeSettings(**settings)
         torch.set_num_threads(config.threads())
-        loaded = open_model(config.model)
+        # Only what serving needs: a variant's weights and tokenizer, never its source model.
+        loaded = open_model(config.model, serving_only=True)
         self.module = loaded.module.eval()
         self.task = loaded.task
         self.signature = ModelSignature.from_dict(signature)

@@ -37,7 +37,7 @@ def model_signature(settings: ServeSettings) -> ModelSignature:
 
     from wattwise.compress.variant import open_model
 
-    loaded = open_model(settings.model)
+    loaded = open_model(settings.model, serving_only=True)
     signature = describe_model(loaded)
     del loaded
     gc.collect()

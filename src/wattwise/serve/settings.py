@@ -67,6 +67,21 @@ class ServeSettings:
     object_store_bytes: int = 200 * 2**20
     ray_temp_dir: str | None = None
 
+    @classmethod
+    def from_options(cls, model: str, **options: Any) -> ServeSettings:
+        """Settings from CLI or API options: the one place both build them.
+
+        An option given as None keeps its default; an unknown name is a ConfigError naming the
+        known ones. Example: `ServeSettings.from_options("digits-cnn", replicas=3, port=None)`.
+        """
+        known = {f.name for f in dataclasses.fields(cls)} - {"model"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown serve option(s) {', '.join(unknown)}: use {', '.join(sorted(known))}"
+            )
+        return cls(model=model, **{k: v for k, v in options.items() if v is not None})
+
     def checked(self) -> ServeSettings:
         """These settings with paths resolved, or ConfigError naming the bad option."""
         positive = {
