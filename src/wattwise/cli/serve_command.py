@@ -53,6 +53,23 @@ def serve(
     ray_temp_dir: str = typer.Option(
         None, "--ray-temp-dir", help="Root of Ray's session files (default: a new /tmp dir)."
     ),
+    min_replicas: int = typer.Option(
+        None, "--min-replicas", help="Autoscaling: fewest model replicas (default 1)."
+    ),
+    max_replicas: int = typer.Option(
+        None, "--max-replicas", help="Autoscaling on: most model replicas (--replicas: initial)."
+    ),
+    target_ongoing_requests: float = typer.Option(
+        None,
+        "--target-ongoing-requests",
+        help="Autoscaling: model calls per replica to aim for (default: --max-batch-size).",
+    ),
+    upscale_delay_s: float = typer.Option(
+        None, "--upscale-delay-s", help="Autoscaling: load above target this long adds one."
+    ),
+    downscale_delay_s: float = typer.Option(
+        None, "--downscale-delay-s", help="Autoscaling: load below target this long removes one."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve MODEL over HTTP on Ray Serve replicas until SIGTERM or Ctrl-C (then drain and stop)."""
@@ -130,6 +147,10 @@ def loadtest(
     errors = ", ".join(f"{k}: {v}" for k, v in result.errors_by_status.items()) or "none"
     table.add_row("errors by status", errors)
     table.add_row("load generator CPU", f"{result.client_cpu_s:.1f} s")
+    changes = result.replica_changes()
+    if changes:
+        timeline = ", ".join(f"{count} at {at_s:.1f} s" for at_s, count in changes)
+        table.add_row("healthy replicas over time", timeline)
     console.print(table)
     for note in result.notes:
         console.print(f"note: {note}")

@@ -125,7 +125,7 @@ class Ingress:
         if time.monotonic() - checked_at > STATUS_CACHE_S:
             healthy = await asyncio.to_thread(_running_replicas)
             self._status = (time.monotonic(), healthy)
-        return healthy, self.settings.replicas
+        return healthy, self.settings.ready_replicas()
 
 
 def is_replica_failure(error: BaseException) -> bool:

@@ -51,8 +51,10 @@ def build_application(settings: ServeSettings, signature: ModelSignature) -> Any
     from wattwise.serve.ingress import Ingress
     from wattwise.serve.replica import ModelReplica
 
+    scaling = settings.autoscaling_config()
+    count = {"autoscaling_config": scaling} if scaling else {"num_replicas": settings.replicas}
     model = ModelReplica.options(
-        num_replicas=settings.replicas,
+        **count,
         # Room for a full batch plus the next one filling while the first computes; never
         # tiny, because Ray's router backs off when every replica is at its limit.
         max_ongoing_requests=max(2 * settings.max_batch_size, MIN_ONGOING_PER_REPLICA),
