@@ -181,6 +181,37 @@ def swap_under_load(url: str, settings: ServeSettings, target: str, duration: st
     }
 
 
+def overhead_before_after(url: str, settings: ServeSettings, duration: str, rounds: int = 2):
+    """Server CPU per request with one model call per request ("before", issue 14) and with
+    the ingress joining requests ("after"), interleaved on one server: ratios, one run."""
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for name, joined in (("before", False), ("after", True)):
+            deploy(dataclasses.replace(settings, ingress_batching=joined).checked())
+            wait_ready(url)
+            load(url, CLIENTS, "3s")
+            result, server_cpu = measured_load(url, CLIENTS, duration, 1)
+            runs[name].append(
+                summary(result)
+                | {"server_cpu_ms_per_request": 1000 * server_cpu / max(1, result.succeeded)}
+            )
+            print(name, json.dumps(runs[name][-1]), file=sys.stderr)
+
+    def mean(name: str, key: str) -> float:
+        return statistics.fmean(run[key] for run in runs[name])
+
+    return {
+        "runs": runs,
+        "cpu_ms_per_request_before": mean("before", "server_cpu_ms_per_request"),
+        "cpu_ms_per_request_after": mean("after", "server_cpu_ms_per_request"),
+        "cpu_per_request_after_over_before": mean("after", "server_cpu_ms_per_request")
+        / mean("before", "server_cpu_ms_per_request"),
+        "throughput_after_over_before": mean("after", "throughput_per_s")
+        / mean("before", "throughput_per_s"),
+        "failed": sum(run["requests"] - run["succeeded"] for r in runs.values() for run in r),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm", help="variant dir or model name to serve")
@@ -191,8 +222,33 @@ def main() -> None:
     parser.add_argument(
         "--text-repeat", type=int, default=1, help="text models: repeat the example sentence"
     )
+    parser.add_argument(
+        "--only-overhead",
+        action="store_true",
+        help="only the per-request overhead before/after the ingress joins requests",
+    )
     args = parser.parse_args()
     report: dict = {"model": args.model, "clients": CLIENTS, "cores": os.cpu_count()}
+    if args.only_overhead:
+        settings = ServeSettings(model=args.model, port=args.port, max_queued_requests=256)
+        report["in_process"] = in_process(args.model, args.text_repeat)
+        server = start_server(settings)
+        try:
+            if args.text_repeat > 1 and server.signature.input_kind == "text":
+                BODY["example"] = example_input(server.signature.example, args.text_repeat)
+            report["overhead"] = overhead_before_after(server.url, settings, args.duration)
+        finally:
+            server.stop()
+        model_cpu_ms = report["in_process"]["cpu_ms_per_sample_bs32"]
+        for when in ("before", "after"):
+            report["overhead"][f"outside_model_cpu_ms_per_request_{when}"] = (
+                report["overhead"][f"cpu_ms_per_request_{when}"] - model_cpu_ms
+            )
+        text = json.dumps(report, indent=2, default=str)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return
     report["text_repeat"] = args.text_repeat
     report["in_process"] = in_process(args.model, args.text_repeat)
     print(json.dumps(report["in_process"]), file=sys.stderr)

@@ -67,3 +67,20 @@ def test_a_replica_silent_for_long_leaves_the_per_replica_gauges():
     metrics.replicas["gone"] = (rss, queue, time.monotonic() - REPLICA_STALE_S - 1)
     families = parse(metrics.render(1, 1))
     assert not families["wattwise_replica_resident_bytes"][1]
+
+
+def test_grafana_dashboard_queries_only_metrics_the_server_exposes():
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = Path(__file__).parents[2] / "examples" / "grafana-wattwise-serve.json"
+    exprs = [t["expr"] for p in json.loads(dashboard.read_text())["panels"] for t in p["targets"]]
+    metrics = ServeMetrics()
+    metrics.record_response("/v1/predict", 200, 0.02)
+    metrics.record_prediction(_result("r1", 4), 32)
+    exposed = {
+        s.name for f in text_string_to_metric_families(metrics.render(1, 1)) for s in f.samples
+    }
+    used = {name for expr in exprs for name in re.findall(r"wattwise_[a-z_]+", expr)}
+    assert used and used <= exposed, used - exposed

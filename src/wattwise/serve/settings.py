@@ -51,6 +51,9 @@ class ServeSettings:
             full batch, `max_batch_size`).
         upscale_delay_s, downscale_delay_s: how long the load must stay above / below target
             before Ray Serve adds / removes a replica.
+        autoscaling_look_back_s: the window Ray Serve averages ongoing requests over.
+        ingress_batching: the ingress joins concurrent requests into one model call (one
+            handle call carries many requests); False: one model call per request.
     """
 
     model: str
@@ -77,6 +80,8 @@ class ServeSettings:
     target_ongoing_requests: float | None = None
     upscale_delay_s: float = 10.0
     downscale_delay_s: float = 60.0
+    autoscaling_look_back_s: float = 30.0
+    ingress_batching: bool = True
 
     @classmethod
     def from_options(cls, model: str, **options: Any) -> ServeSettings:
@@ -166,6 +171,7 @@ class ServeSettings:
             "target_ongoing_requests": self.target_ongoing_requests or self.max_batch_size,
             "upscale_delay_s": self.upscale_delay_s,
             "downscale_delay_s": self.downscale_delay_s,
+            "look_back_period_s": self.autoscaling_look_back_s,
         }
 
     def threads(self) -> int:
