@@ -140,7 +140,7 @@ def kill_one_replica_under_load(url: str, duration: str) -> dict:
     victims[0].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     left_rotation_s = healthy_again_s = None
-    while time.monotonic() - killed_at < 60:
+    while time.monotonic() - killed_at < 120:
         running = running_replicas()
         if left_rotation_s is None and running < 2:
             left_rotation_s = time.monotonic() - killed_at
@@ -181,7 +181,7 @@ def swap_under_load(url: str, settings: ServeSettings, target: str, duration: st
     }
 
 
-def overhead_before_after(url: str, settings: ServeSettings, duration: str, rounds: int = 2):
+def overhead_before_after(url: str, settings: ServeSettings, duration: str, rounds: int = 1):
     """Server CPU per request with one model call per request ("before", issue 14) and with
     the ingress joining requests ("after"), interleaved on one server: ratios, one run."""
     runs: dict[str, list[dict]] = {"before": [], "after": []}
@@ -212,6 +212,20 @@ def overhead_before_after(url: str, settings: ServeSettings, duration: str, roun
     }
 
 
+def replica_memory(url: str) -> dict[str, float]:
+    """Each model replica's resident memory (bytes) as `/metrics` reports it."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        sample.labels["replica"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "wattwise_replica_resident_bytes"
+        for sample in family.samples
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm", help="variant dir or model name to serve")
@@ -237,6 +251,9 @@ def main() -> None:
             if args.text_repeat > 1 and server.signature.input_kind == "text":
                 BODY["example"] = example_input(server.signature.example, args.text_repeat)
             report["overhead"] = overhead_before_after(server.url, settings, args.duration)
+            report["replica_resident_bytes"] = replica_memory(server.url)
+            report["kill"] = kill_one_replica_under_load(server.url, args.duration)
+            print(json.dumps(report["kill"]), file=sys.stderr)
         finally:
             server.stop()
         model_cpu_ms = report["in_process"]["cpu_ms_per_sample_bs32"]

@@ -20,7 +20,8 @@ FAST_METRICS = {
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
 }
 STEP_S = 5.0
-PHASE_DEADLINE_S = 150.0
+# Bounded, but generous: a new replica took 12 s to 2 min to start on the shared 2-core machine.
+PHASE_DEADLINE_S = 300.0
 
 
 def _free_port() -> int:
@@ -55,7 +56,7 @@ def test_replicas_rise_under_a_load_step_and_fall_back_with_no_failed_request(mo
         max_replicas=2,
         target_ongoing_requests=2,
         upscale_delay_s=1.0,
-        downscale_delay_s=3.0,
+        downscale_delay_s=5.0,
         autoscaling_look_back_s=2.0,
         max_ongoing_requests=64,
         max_queued_requests=64,

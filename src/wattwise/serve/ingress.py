@@ -80,7 +80,7 @@ class Ingress:
         samples = [inputs] if single else inputs
         self.metrics.in_flight += 1
         try:
-            if self.settings.ingress_batching:
+            if self.settings.joins_requests():
                 result = await self._joined_call(samples)
             else:
                 result = await self._call_with_retries(samples)
