@@ -53,6 +53,11 @@ def serve(
     ray_temp_dir: str = typer.Option(
         None, "--ray-temp-dir", help="Root of Ray's session files (default: a new /tmp dir)."
     ),
+    ingress_batching: bool = typer.Option(
+        None,
+        "--ingress-batching/--no-ingress-batching",
+        help="Join concurrent requests into one model call (off: it did not pay here).",
+    ),
     min_replicas: int = typer.Option(
         None, "--min-replicas", help="Autoscaling: fewest model replicas (default 1)."
     ),
@@ -78,7 +83,7 @@ def serve(
 
     quiet_for_json(as_json)
     options = {k: v for k, v in context.params.items() if k not in ("swap", "as_json")}
-    settings = ServeSettings.from_options(**options)
+    settings = ServeSettings.from_options(**options).checked()
     if swap:
         signature = swap_model(settings)
         if as_json:

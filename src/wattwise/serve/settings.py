@@ -81,7 +81,7 @@ class ServeSettings:
     upscale_delay_s: float = 10.0
     downscale_delay_s: float = 60.0
     autoscaling_look_back_s: float = 30.0
-    ingress_batching: bool = True
+    ingress_batching: bool = False
 
     @classmethod
     def from_options(cls, model: str, **options: Any) -> ServeSettings:
