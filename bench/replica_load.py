@@ -18,9 +18,9 @@ CHILD = """
 import json, sys, time
 started = time.perf_counter()
 import torch, transformers, psutil
-from wattwise.models.registry import load_model
+from wattwise.compress.variant import open_model
 imported = time.perf_counter()
-loaded = load_model(sys.argv[1], serving_only=sys.argv[2] == "serving")
+loaded = open_model(sys.argv[1], serving_only=sys.argv[2] == "serving")
 done = time.perf_counter()
 print(json.dumps({"import_s": imported - started, "load_s": done - imported,
                   "rss_bytes": psutil.Process().memory_info().rss}))

@@ -31,8 +31,8 @@ from pathlib import Path
 import psutil
 import torch
 
+from wattwise.compress.variant import open_model
 from wattwise.durations import parse_duration
-from wattwise.models.registry import load_model
 from wattwise.serve.loadtest import LoadtestResult, run_loadtest
 from wattwise.serve.processes import descendants, replica_processes
 from wattwise.serve.server import deploy, start_server, wait_ready
@@ -45,7 +45,7 @@ CLIENTS = 64
 def in_process(model: str, repeat: int, repetitions: int = 30) -> dict:
     """Samples/s and CPU ms per sample at batch 1 and 32, all cores, the load test's input."""
     torch.set_num_threads(os.cpu_count() or 1)
-    loaded = load_model(model)
+    loaded = open_model(model)
     signature = describe_model(loaded)
     example = example_input(signature.example, repeat)
     result = {"threads": torch.get_num_threads()}

@@ -12,7 +12,7 @@ import torch
 
 from wattwise.compress.pipeline import compress, run_recipe
 from wattwise.compress.recipe import Recipe
-from wattwise.compress.variant import outputs_match_probe, save_variant
+from wattwise.compress.variant import open_model, outputs_match_probe, save_variant
 from wattwise.models.registry import load_model
 from wattwise.serve.replica import ModelReplica
 from wattwise.serve.settings import ServeSettings
@@ -35,7 +35,7 @@ def _forbid_source_weights(monkeypatch) -> None:
 def _replica(spec: str):
     """The replica class itself (no Ray), initialized as Ray Serve would."""
     settings = ServeSettings(model=spec, replicas=1, threads_per_replica=1).to_dict()
-    signature = describe_model(load_model(spec, serving_only=True)).to_dict()
+    signature = describe_model(open_model(spec, serving_only=True)).to_dict()
     return ModelReplica.func_or_class(settings, signature)
 
 
@@ -43,9 +43,9 @@ def test_digits_variant_replica_never_loads_the_source_model(tmp_path, monkeypat
     recipe = {"steps": [{"quantize": {"method": "int8_dynamic"}}], "backend": "eager"}
     variant = tmp_path / "digits-int8"
     compress("digits-cnn", recipe, variant, batch_sizes=(8,), measure_steps=False)
-    full = load_model(str(variant))
+    full = open_model(str(variant))
     _forbid_source_weights(monkeypatch)
-    served = load_model(str(variant), serving_only=True)
+    served = open_model(str(variant), serving_only=True)
     outputs_match_probe(served, variant)  # bit-identical to compress time
     replica = _replica(str(variant))
     (images,) = full.task.example_inputs(5)
@@ -68,7 +68,7 @@ def test_minilm_variant_replica_never_loads_the_source_model(tmp_path, monkeypat
         expected = minilm.module(*minilm.task.tokenize(texts))
     del minilm, run
     _forbid_source_weights(monkeypatch)
-    served = load_model(str(variant), serving_only=True)
+    served = open_model(str(variant), serving_only=True)
     outputs_match_probe(served, variant)
     assert served.task.reference is None  # no frozen copy of the model either
     predictions, _energy_j = _replica(str(variant))._run(texts)
