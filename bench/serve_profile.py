@@ -6,10 +6,10 @@
 One server (2 model replicas, loopback) under a `wattwise loadtest`-style load. During the
 load, `py-spy record --gil --nonblocking` samples every Ray Serve process (HTTP proxy, ingress,
 model replicas, controller); psutil reads each process's CPU seconds over the same window.
-A sample holding the GIL is Python CPU work; it is attributed to the first layer found walking
-its stack from the innermost frame out (see LAYERS). CPU a process used outside Python (Ray's
-C++ core worker threads: gRPC, object transfer) is what psutil saw minus the GIL samples.
-All figures are CPU milliseconds per successful request, measured on this (shared) machine.
+A sample holding the GIL is attributed to the first layer found walking its stack from the
+innermost frame out (see LAYERS); each process's measured CPU time is split by those shares.
+Figures are CPU milliseconds per successful request (psutil, measured) and shares of samples
+(py-spy); the split inside a process is an attribution, not a measurement per layer.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ LAYERS = (
     ("pydantic validation", ("pydantic",)),
     ("JSON encode/decode", ("json/", "orjson", "jsonable_encoder", "serialize_response")),
     ("Ray object (de)serialisation", ("pickle", "serialization.py", "msgpack")),
-    ("wattwise guard + metrics", ("serve/guard.py", "serve/metrics.py")),
+    ("wattwise guard + metrics", ("wattwise/serve/guard.py", "wattwise/serve/metrics.py")),
     ("FastAPI / Starlette", ("starlette", "fastapi")),
     ("HTTP server (uvicorn, h11)", ("uvicorn", "h11", "httptools")),
     ("Ray Serve router, handle, replica wrapper", ("ray/serve",)),
@@ -119,21 +119,26 @@ def profile(url: str, clients: int, duration_s: float, work: Path) -> dict:
     by_role: dict = {}
     for process, name in processes:
         cpu_ms = 1000 * (after[process.pid] - before[process.pid]) / requests
-        samples = parse_raw(work / f"{process.pid}.txt")
-        python_ms = 1000 * sum(samples.values()) / SAMPLE_RATE_HZ / requests
-        entry = by_role.setdefault(name, {"processes": 0, "cpu_ms_per_request": 0.0, "layers": {}})
+        entry = by_role.setdefault(
+            name, {"processes": 0, "cpu_ms_per_request": 0.0, "samples": Counter()}
+        )
         entry["processes"] += 1
         entry["cpu_ms_per_request"] += cpu_ms
-        for layer_name, count in samples.items():
-            share = 1000 * count / SAMPLE_RATE_HZ / requests
-            entry["layers"][layer_name] = entry["layers"].get(layer_name, 0.0) + share
-        native = max(0.0, cpu_ms - python_ms)
-        entry["layers"]["outside Python (Ray C++ core: gRPC, object transfer)"] = (
-            entry["layers"].get("outside Python (Ray C++ core: gRPC, object transfer)", 0.0)
-            + native
-        )
+        entry["samples"].update(parse_raw(work / f"{process.pid}.txt"))
     for entry in by_role.values():
-        entry["layers"] = dict(sorted(entry["layers"].items(), key=lambda kv: -kv[1]))
+        samples = entry.pop("samples")
+        total = sum(samples.values()) or 1
+        # Shares of the GIL-holding samples, applied to the process's measured CPU time. A
+        # sampled thread may hold the GIL while descheduled on a busy machine, so sample counts
+        # are not CPU time themselves; native threads without the GIL (ONNX Runtime's compute,
+        # Ray's C++ core) are not sampled and are spread by these Python shares too.
+        entry["python_layer_share"] = {
+            layer_name: count / total for layer_name, count in samples.most_common()
+        }
+        entry["layers_cpu_ms_per_request"] = {
+            layer_name: entry["cpu_ms_per_request"] * share
+            for layer_name, share in entry["python_layer_share"].items()
+        }
     return {
         "requests": result.succeeded,
         "failed": result.failed,
