@@ -53,6 +53,11 @@ def serve(
     ray_temp_dir: str = typer.Option(
         None, "--ray-temp-dir", help="Root of Ray's session files (default: a new /tmp dir)."
     ),
+    replica_cpus: float = typer.Option(
+        None,
+        "--replica-cpus",
+        help="Ray CPUs each replica reserves (default 0; on a cluster, > 0 spreads replicas).",
+    ),
     ingress_batching: bool = typer.Option(
         None,
         "--ingress-batching/--no-ingress-batching",

@@ -25,6 +25,7 @@ READY_TIMEOUT_S = 300.0
 # Replicas finish what they hold before they exit (Ray Serve's graceful shutdown).
 GRACEFUL_SHUTDOWN_S = 20.0
 MIN_ONGOING_PER_REPLICA = 32
+HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 
 class ServeError(WattwiseError):
@@ -74,7 +75,10 @@ def build_application(settings: ServeSettings, signature: ModelSignature) -> Any
         health_check_timeout_s=settings.health_check_timeout_s,
         graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
         max_surge_percent=100,
-        ray_actor_options={"num_cpus": 0},
+        # On the head node, with the Serve controller and the GCS (already a single point of
+        # failure): losing a worker node then never takes the ingress and its retries with it.
+        # Ray Train pins its state actor the same way.
+        ray_actor_options={"num_cpus": 0, "resources": {HEAD_NODE_RESOURCE: 0.001}},
     ).bind(model, settings.to_dict(), signature.to_dict(), settings.api_key_digest())
 
 
