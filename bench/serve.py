@@ -31,8 +31,8 @@ from pathlib import Path
 import psutil
 import torch
 
+from wattwise.compress.variant import open_model
 from wattwise.durations import parse_duration
-from wattwise.models.registry import load_model
 from wattwise.serve.loadtest import LoadtestResult, run_loadtest
 from wattwise.serve.processes import descendants, replica_processes
 from wattwise.serve.server import deploy, start_server, wait_ready
@@ -45,7 +45,7 @@ CLIENTS = 64
 def in_process(model: str, repeat: int, repetitions: int = 30) -> dict:
     """Samples/s and CPU ms per sample at batch 1 and 32, all cores, the load test's input."""
     torch.set_num_threads(os.cpu_count() or 1)
-    loaded = load_model(model)
+    loaded = open_model(model)
     signature = describe_model(loaded)
     example = example_input(signature.example, repeat)
     result = {"threads": torch.get_num_threads()}
@@ -140,7 +140,7 @@ def kill_one_replica_under_load(url: str, duration: str) -> dict:
     victims[0].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     left_rotation_s = healthy_again_s = None
-    while time.monotonic() - killed_at < 60:
+    while time.monotonic() - killed_at < 120:
         running = running_replicas()
         if left_rotation_s is None and running < 2:
             left_rotation_s = time.monotonic() - killed_at
@@ -181,6 +181,51 @@ def swap_under_load(url: str, settings: ServeSettings, target: str, duration: st
     }
 
 
+def overhead_before_after(url: str, settings: ServeSettings, duration: str, rounds: int = 1):
+    """Server CPU per request with one model call per request ("before", issue 14) and with
+    the ingress joining requests ("after"), interleaved on one server: ratios, one run."""
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for name, joined in (("before", False), ("after", True)):
+            deploy(dataclasses.replace(settings, ingress_batching=joined).checked())
+            wait_ready(url)
+            load(url, CLIENTS, "3s")
+            result, server_cpu = measured_load(url, CLIENTS, duration, 1)
+            runs[name].append(
+                summary(result)
+                | {"server_cpu_ms_per_request": 1000 * server_cpu / max(1, result.succeeded)}
+            )
+            print(name, json.dumps(runs[name][-1]), file=sys.stderr)
+
+    def mean(name: str, key: str) -> float:
+        return statistics.fmean(run[key] for run in runs[name])
+
+    return {
+        "runs": runs,
+        "cpu_ms_per_request_before": mean("before", "server_cpu_ms_per_request"),
+        "cpu_ms_per_request_after": mean("after", "server_cpu_ms_per_request"),
+        "cpu_per_request_after_over_before": mean("after", "server_cpu_ms_per_request")
+        / mean("before", "server_cpu_ms_per_request"),
+        "throughput_after_over_before": mean("after", "throughput_per_s")
+        / mean("before", "throughput_per_s"),
+        "failed": sum(run["requests"] - run["succeeded"] for r in runs.values() for run in r),
+    }
+
+
+def replica_memory(url: str) -> dict[str, float]:
+    """Each model replica's resident memory (bytes) as `/metrics` reports it."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        sample.labels["replica"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "wattwise_replica_resident_bytes"
+        for sample in family.samples
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm", help="variant dir or model name to serve")
@@ -191,8 +236,36 @@ def main() -> None:
     parser.add_argument(
         "--text-repeat", type=int, default=1, help="text models: repeat the example sentence"
     )
+    parser.add_argument(
+        "--only-overhead",
+        action="store_true",
+        help="only the per-request overhead before/after the ingress joins requests",
+    )
     args = parser.parse_args()
     report: dict = {"model": args.model, "clients": CLIENTS, "cores": os.cpu_count()}
+    if args.only_overhead:
+        settings = ServeSettings(model=args.model, port=args.port, max_queued_requests=256)
+        report["in_process"] = in_process(args.model, args.text_repeat)
+        server = start_server(settings)
+        try:
+            if args.text_repeat > 1 and server.signature.input_kind == "text":
+                BODY["example"] = example_input(server.signature.example, args.text_repeat)
+            report["overhead"] = overhead_before_after(server.url, settings, args.duration)
+            report["replica_resident_bytes"] = replica_memory(server.url)
+            report["kill"] = kill_one_replica_under_load(server.url, args.duration)
+            print(json.dumps(report["kill"]), file=sys.stderr)
+        finally:
+            server.stop()
+        model_cpu_ms = report["in_process"]["cpu_ms_per_sample_bs32"]
+        for when in ("before", "after"):
+            report["overhead"][f"outside_model_cpu_ms_per_request_{when}"] = (
+                report["overhead"][f"cpu_ms_per_request_{when}"] - model_cpu_ms
+            )
+        text = json.dumps(report, indent=2, default=str)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return
     report["text_repeat"] = args.text_repeat
     report["in_process"] = in_process(args.model, args.text_repeat)
     print(json.dumps(report["in_process"]), file=sys.stderr)

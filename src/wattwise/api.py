@@ -81,23 +81,13 @@ def train(config, role: str = "primary", show_progress: bool = False):
     return run_training(settings, role=role, show_progress=show_progress)
 
 
-def serve(
-    model: str,
-    replicas: int = 2,
-    max_batch_size: int = 32,
-    batch_wait_ms: float = 5.0,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    address: str | None = None,
-    api_key_env: str | None = None,
-    block: bool = True,
-    **options,
-):
+def serve(model: str, block: bool = True, **options):
     """Serve `model` on Ray Serve replicas; returns the running `wattwise.serve.server.Server`.
 
     With `block=True` (the CLI's behaviour) it serves until SIGTERM/Ctrl-C, then drains and
     stops. With `block=False` it returns once every replica is ready; call `.stop()` (or use
-    it in a `with` block). Other `ServeSettings` fields go in `options`.
+    it in a `with` block). `options` are `ServeSettings` fields (replicas, max_batch_size,
+    batch_wait_ms, host, port, address, api_key_env, min_replicas, ...), the CLI's options.
     Example:
         with wattwise.serve("digits-cnn", port=8100, block=False) as server:
             print(wattwise.loadtest(server.url, clients=16, duration="10s").throughput_per_s)
@@ -105,18 +95,7 @@ def serve(
     from wattwise.serve.server import run_until_signalled, start_server
     from wattwise.serve.settings import ServeSettings
 
-    settings = ServeSettings(
-        model=model,
-        replicas=replicas,
-        max_batch_size=max_batch_size,
-        batch_wait_ms=batch_wait_ms,
-        host=host,
-        port=port,
-        address=address,
-        api_key_env=api_key_env,
-        **options,
-    )
-    server = start_server(settings)
+    server = start_server(ServeSettings.from_options(model, **options))
     if block:
         run_until_signalled(server)
     return server

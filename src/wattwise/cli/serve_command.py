@@ -13,6 +13,7 @@ from wattwise.progress import result_console as console
 
 @app.command()
 def serve(
+    context: typer.Context,
     model: str = typer.Argument(
         ..., help="Built-in name, variant dir (e.g. from optimize), HF dir or module:factory."
     ),
@@ -52,6 +53,33 @@ def serve(
     ray_temp_dir: str = typer.Option(
         None, "--ray-temp-dir", help="Root of Ray's session files (default: a new /tmp dir)."
     ),
+    replica_cpus: float = typer.Option(
+        None,
+        "--replica-cpus",
+        help="Ray CPUs each replica reserves (default 0; on a cluster, > 0 spreads replicas).",
+    ),
+    ingress_batching: bool = typer.Option(
+        None,
+        "--ingress-batching/--no-ingress-batching",
+        help="Join concurrent requests into one model call (off: it did not pay here).",
+    ),
+    min_replicas: int = typer.Option(
+        None, "--min-replicas", help="Autoscaling: fewest model replicas (default 1)."
+    ),
+    max_replicas: int = typer.Option(
+        None, "--max-replicas", help="Autoscaling on: most model replicas (--replicas: initial)."
+    ),
+    target_ongoing_requests: float = typer.Option(
+        None,
+        "--target-ongoing-requests",
+        help="Autoscaling: model calls per replica to aim for (default: --max-batch-size).",
+    ),
+    upscale_delay_s: float = typer.Option(
+        None, "--upscale-delay-s", help="Autoscaling: load above target this long adds one."
+    ),
+    downscale_delay_s: float = typer.Option(
+        None, "--downscale-delay-s", help="Autoscaling: load below target this long removes one."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve MODEL over HTTP on Ray Serve replicas until SIGTERM or Ctrl-C (then drain and stop)."""
@@ -59,22 +87,8 @@ def serve(
     from wattwise.serve.settings import ServeSettings
 
     quiet_for_json(as_json)
-    settings = ServeSettings(
-        model=model,
-        replicas=replicas,
-        max_batch_size=max_batch_size,
-        batch_wait_ms=batch_wait_ms,
-        host=host,
-        port=port,
-        address=address,
-        api_key_env=api_key_env,
-        request_timeout_s=request_timeout_s,
-        max_ongoing_requests=max_ongoing_requests,
-        max_queued_requests=max_queued_requests,
-        max_body_bytes=max_body_bytes,
-        threads_per_replica=threads_per_replica,
-        ray_temp_dir=ray_temp_dir,
-    )
+    options = {k: v for k, v in context.params.items() if k not in ("swap", "as_json")}
+    settings = ServeSettings.from_options(**options).checked()
     if swap:
         signature = swap_model(settings)
         if as_json:
@@ -82,7 +96,7 @@ def serve(
         else:
             console.print(f"now serving {signature.model} (every replica ready)")
         return
-    info(f"starting Ray and {replicas} replica(s) of {model} ...")
+    info(f"starting Ray and {settings.replicas} replica(s) of {model} ...")
     server = start_server(settings)
     ready = {
         "url": server.url,
@@ -143,6 +157,10 @@ def loadtest(
     errors = ", ".join(f"{k}: {v}" for k, v in result.errors_by_status.items()) or "none"
     table.add_row("errors by status", errors)
     table.add_row("load generator CPU", f"{result.client_cpu_s:.1f} s")
+    changes = result.replica_changes()
+    if changes:
+        timeline = ", ".join(f"{count} at {at_s:.1f} s" for at_s, count in changes)
+        table.add_row("healthy replicas over time", timeline)
     console.print(table)
     for note in result.notes:
         console.print(f"note: {note}")

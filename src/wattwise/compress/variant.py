@@ -31,7 +31,7 @@ from wattwise.errors import VariantIntegrityError
 from wattwise.measure.flops import count_flops
 from wattwise.measure.latency import TimingSettings
 from wattwise.measure.profile import Profile, ProfileOverrides, profile_model
-from wattwise.models.registry import LoadedModel, ModelOptions, load_model
+from wattwise.models.registry import LoadedModel, ModelOptions, load_architecture, load_model
 from wattwise.paths import atomic_directory, atomic_write_text
 
 FORMAT_VERSION = 1
@@ -239,10 +239,14 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
             )
 
 
-def load_variant(path: str | Path, check_outputs: bool = False) -> LoadedModel:
+def load_variant(
+    path: str | Path, check_outputs: bool = False, serving_only: bool = False
+) -> LoadedModel:
     """A runnable model from a variant directory, after verifying every file's hash.
 
     With `check_outputs`, also re-runs the saved probe inputs and requires bit-identical outputs.
+    With `serving_only`, the source model is built without its trained weights
+    (`load_architecture`): what a server replica loads; the task can feed, not score, a text model.
     Example:
         loaded = wattwise.load_variant("out/"); loaded.module(*loaded.task.example_inputs(8))
     """
@@ -252,7 +256,8 @@ def load_variant(path: str | Path, check_outputs: bool = False) -> LoadedModel:
     source_record = dict(manifest["source"])
     source_kind = source_record.pop("kind")
     spec = source_record.pop("spec")
-    source = load_model(spec, ModelOptions(**source_record))
+    load_source = load_architecture if serving_only else load_model
+    source = load_source(spec, ModelOptions(**source_record))
     backend = get_backend(manifest["backend"]["name"])
     module = backend.load(path, manifest, source).eval()
     loaded = LoadedModel(
@@ -274,18 +279,22 @@ def is_variant_directory(spec: str | Path) -> bool:
     return path.is_dir() and (path / MANIFEST).is_file()
 
 
-def open_model(spec: str | LoadedModel, options: ModelOptions | None = None) -> LoadedModel:
+def open_model(
+    spec: str | LoadedModel, options: ModelOptions | None = None, serving_only: bool = False
+) -> LoadedModel:
     """Any model spec, a variant directory included: the one loader for callers that may get
     a variant (the CLI, the API, the server, the search).
 
+    `serving_only=True` loads only what running the model needs (a server replica): a
+    variant's source is built without its trained weights and no reference copy is made.
     Example:
         loaded = wattwise.open_model("report/variant")
     """
     if isinstance(spec, LoadedModel):
         return spec
     if is_variant_directory(spec):
-        return load_variant(spec)
-    return load_model(spec, options)
+        return load_variant(spec, serving_only=serving_only)
+    return load_model(spec, options, serving_only)
 
 
 def profile_overrides(loaded: LoadedModel) -> ProfileOverrides | None:

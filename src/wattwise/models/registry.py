@@ -58,22 +58,27 @@ class ModelOptions:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "label")}
 
 
-def load_model(spec: str, options: ModelOptions | None = None) -> LoadedModel:
+def load_model(
+    spec: str, options: ModelOptions | None = None, serving_only: bool = False
+) -> LoadedModel:
     """Load any supported model spec; see the module docstring for the forms.
 
+    `serving_only=True` loads only what running the model needs (what a server replica
+    loads): no frozen reference copy is made, so a text task can tokenize but not score quality
+    (a variant's source is built by `load_architecture`, without its trained weights).
     Example:
         loaded = load_model("digits-cnn"); loaded.task.evaluate(loaded.module)
     """
     options = options or ModelOptions()
     path = Path(spec)
     if spec in BUILTINS:
-        return _load_builtin(spec, options)
+        return _load_builtin(spec, options, serving_only)
     if path.is_dir() and (path / "variant.json").is_file():
         raise UnknownModelError(
             f"{spec} is a variant directory: open it with wattwise.open_model or load_variant"
         )
     if path.is_dir() and (path / "config.json").is_file():
-        return _load_huggingface(path, options)
+        return _load_huggingface(path, options, serving_only)
     if path.suffix.lower() == ".onnx":
         return _load_onnx(path, options)
     from wattwise.models.factory import is_factory_spec
@@ -92,7 +97,42 @@ def load_model(spec: str, options: ModelOptions | None = None) -> LoadedModel:
     )
 
 
-def _load_builtin(name: str, options: ModelOptions) -> LoadedModel:
+def load_architecture(spec: str, options: ModelOptions | None = None) -> LoadedModel:
+    """The model `spec` names, built without reading its trained weights, and its task.
+
+    For a variant to load its own weights into (a server replica never needs the source
+    model's weights). Built-ins and Hugging Face directories are built from their code or
+    `config.json` (parameters uninitialized), a factory without `--weights`; a text task gets
+    the tokenizer but no reference (it can feed the model, not score it). Models trained with
+    the user's data (`--data`) load in full: their task needs the trained reference.
+    """
+    options = options or ModelOptions()
+    path = Path(spec)
+    if options.data:
+        return load_model(spec, options)
+    if spec == "digits-cnn":
+        from wattwise.models.digits import DigitsCNN
+        from wattwise.tasks.arrays import digits_task
+
+        return LoadedModel(spec, DigitsCNN().eval(), digits_task(), "builtin", {"spec": spec})
+    if spec == "minilm" or (path.is_dir() and (path / "config.json").is_file()):
+        from wattwise.models.text_encoder import load_hf_encoder, minilm_directory
+
+        directory = minilm_directory() if spec == "minilm" else path
+        module, tokenizer = load_hf_encoder(directory, with_weights=False)
+        kind = "builtin" if spec == "minilm" else "huggingface"
+        record = {"spec": spec if spec == "minilm" else str(path.resolve())}
+        return _text_model(spec, module, tokenizer, kind, record, with_reference=False)
+    from wattwise.models.factory import is_factory_spec
+
+    if is_factory_spec(spec):
+        from dataclasses import replace
+
+        return _load_factory(spec, replace(options, weights=None))
+    return load_model(spec, options)
+
+
+def _load_builtin(name: str, options: ModelOptions, serving_only: bool = False) -> LoadedModel:
     if options.weights or options.input_shape:
         raise ConfigError(f"--weights/--input-shape do not apply to the built-in {name!r}")
     if name == "digits-cnn":
@@ -105,25 +145,27 @@ def _load_builtin(name: str, options: ModelOptions) -> LoadedModel:
     from wattwise.models.text_encoder import load_hf_encoder, minilm_directory
 
     module, tokenizer = load_hf_encoder(minilm_directory())
-    return _text_model(name, module, tokenizer, "builtin", {"spec": name})
+    return _text_model(name, module, tokenizer, "builtin", {"spec": name}, not serving_only)
 
 
-def _text_model(name, module, tokenizer, kind, spec) -> LoadedModel:
+def _text_model(name, module, tokenizer, kind, spec, with_reference: bool = True) -> LoadedModel:
     import copy
 
     from wattwise.tasks.text import TextEncoderTask
 
     # The reference is a frozen copy, so compressing `module` in place never moves the target.
-    reference = copy.deepcopy(module).eval()
+    # Serving needs none (it never scores quality): that copy would double the replica's memory.
+    reference = copy.deepcopy(module).eval() if with_reference else None
     task = TextEncoderTask(tokenizer, reference)
     return LoadedModel(name, module, task, kind, spec, {"tokenizer": tokenizer})
 
 
-def _load_huggingface(path: Path, options: ModelOptions) -> LoadedModel:
+def _load_huggingface(path: Path, options: ModelOptions, serving_only: bool = False) -> LoadedModel:
     from wattwise.models.text_encoder import load_hf_encoder
 
     module, tokenizer = load_hf_encoder(path)
-    return _text_model(str(path), module, tokenizer, "huggingface", {"spec": str(path.resolve())})
+    record = {"spec": str(path.resolve())}
+    return _text_model(str(path), module, tokenizer, "huggingface", record, not serving_only)
 
 
 def _user_task(options: ModelOptions, reference: nn.Module, sample_shape):

@@ -64,9 +64,14 @@ def _pooling_config(directory: Path) -> tuple[str, bool]:
     return pooling, normalize
 
 
-def load_hf_encoder(directory: Path):
-    """A TextEncoder and its tokenizer from a Hugging Face model directory (offline)."""
-    from transformers import AutoModel, AutoTokenizer
+def load_hf_encoder(directory: Path, with_weights: bool = True):
+    """A TextEncoder and its tokenizer from a Hugging Face model directory (offline).
+
+    `with_weights=False` builds the architecture from `config.json` only, its parameters left
+    uninitialized (transformers' `no_init_weights`): for a variant that loads its own weights,
+    so the source's weight file is never read and no time goes to a random init.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     directory = Path(directory)
@@ -76,7 +81,14 @@ def load_hf_encoder(directory: Path):
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        transformer = AutoModel.from_pretrained(directory, local_files_only=True)
+        if with_weights:
+            transformer = AutoModel.from_pretrained(directory, local_files_only=True)
+        else:
+            from transformers.initialization import no_init_weights
+
+            config = AutoConfig.from_pretrained(directory, local_files_only=True)
+            with no_init_weights():
+                transformer = AutoModel.from_config(config)
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(
             f"cannot load Hugging Face model from {directory}: {str(error).splitlines()[0]}; "

@@ -6,10 +6,11 @@ and the request/response models are built per served model (see `schemas.py`).
 
 import hashlib
 import hmac
+import json
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Security
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from wattwise.serve.guard import GuardMiddleware
@@ -87,8 +88,11 @@ def build_app(ingress: Any) -> Any:
         dependencies=protected,
         summary="Predict for one input or a list of inputs",
     )
-    async def predict(body: request_type) -> dict:  # type: ignore[valid-type]
-        return await ingress.predict(body.inputs)
+    async def predict(body: request_type) -> Response:  # type: ignore[valid-type]
+        # Encoded here, once: FastAPI would re-validate every float of the response against
+        # `response_type` (documentation only: the replica built it) before encoding it.
+        result = await ingress.predict(body.inputs)
+        return Response(json.dumps(result).encode(), media_type="application/json")
 
     auth_errors = {401: errors[401]} if 401 in errors else {}
 

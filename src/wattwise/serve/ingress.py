@@ -24,6 +24,7 @@ from ray.serve.exceptions import (
 from wattwise.serve.http_app import ServiceUnavailable, build_app
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
 from wattwise.serve.metrics import ServeMetrics
+from wattwise.serve.replica import count_inputs
 from wattwise.serve.settings import APP_NAME, MODEL_DEPLOYMENT, ServeSettings
 from wattwise.serve.signature import ModelSignature
 
@@ -40,6 +41,10 @@ STATUS_CACHE_S = 0.5
 # Full model queues are overload, not failure: retry briefly, then answer 503 + Retry-After
 # rather than hold the client until its deadline.
 BACKPRESSURE_PATIENCE_S = 1.0
+# The ingress waits this long for concurrent requests to join one model call; the replica
+# still forms its own batches from the joined calls (`--batch-wait-ms`).
+JOIN_WAIT_S = 0.002
+MAX_JOINED_CALLS = 16
 
 
 # Runs in the replica process when Ray imports this module to build the deployment.
@@ -64,6 +69,7 @@ class Ingress:
         self.api_key_digest = api_key_digest
         self.metrics = ServeMetrics()
         self._status: tuple[float, int] = (0.0, 0)
+        self._joined_call.set_max_batch_size(self.settings.max_batch_size)
 
     def __serve_build_asgi_app__(self):
         return build_app(self)
@@ -74,11 +80,44 @@ class Ingress:
         samples = [inputs] if single else inputs
         self.metrics.in_flight += 1
         try:
-            result = await self._call_with_retries(samples)
+            if self.settings.joins_requests():
+                result = await self._joined_call(samples)
+            else:
+                result = await self._call_with_retries(samples)
         finally:
             self.metrics.in_flight -= 1
         self.metrics.record_prediction(result, self.settings.max_batch_size)
         return {"model": self.signature.model, "predictions": result["predictions"]}
+
+    # One handle call per request costs the router, an actor call and two (de)serialisations
+    # (docs/serving.md, "Where the CPU goes"); joining the requests that arrive together into
+    # one call pays that once per batch. The whole joined call is retried on replica failure,
+    # so zero-loss retries hold. Several joined calls run at once to keep every replica busy.
+    @serve.batch(
+        max_batch_size=32,
+        batch_wait_timeout_s=JOIN_WAIT_S,
+        max_concurrent_batches=MAX_JOINED_CALLS,
+        batch_size_fn=count_inputs,
+    )
+    async def _joined_call(self, requests: list[list[Any]]) -> list[dict[str, Any]]:
+        flat = [sample for samples in requests for sample in samples]
+        result = await self._call_with_retries(flat)
+        parts, start = [], 0
+        for index, samples in enumerate(requests):
+            count = len(samples)
+            first = index == 0  # batch facts and replica stats counted once per model call
+            parts.append(
+                {
+                    **result,
+                    "predictions": result["predictions"][start : start + count],
+                    "energy_j": result["energy_j"] * count / len(flat),
+                    "batch_inputs": result["batch_inputs"] if first else 0,
+                    "batch_requests": result["batch_requests"] if first else 0,
+                    "replica": result.get("replica") if first else None,
+                }
+            )
+            start += count
+        return parts
 
     def _is_single_sample(self, inputs: list) -> bool:
         """A list is one array sample when its nesting depth equals the sample's rank."""
@@ -125,7 +164,7 @@ class Ingress:
         if time.monotonic() - checked_at > STATUS_CACHE_S:
             healthy = await asyncio.to_thread(_running_replicas)
             self._status = (time.monotonic(), healthy)
-        return healthy, self.settings.replicas
+        return healthy, self.settings.ready_replicas()
 
 
 def is_replica_failure(error: BaseException) -> bool:

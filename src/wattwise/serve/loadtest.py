@@ -25,6 +25,7 @@ from wattwise.errors import ConfigError
 
 # Above this share of one core, the client is the likely bottleneck of its own test.
 CLIENT_BOUND_CORE_FRACTION = 0.8
+REPLICA_SAMPLE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class LoadtestResult:
         client_cpu_s: CPU seconds the load generator itself used (it shares the machine).
         error_examples: the first response body (truncated) seen for each error status.
         notes: caveats about this run (e.g. a client-bound generator).
+        replicas_over_time: (seconds since the load began, healthy model replicas) read from
+            `/readyz` every `REPLICA_SAMPLE_S` (autoscaling shows here).
     """
 
     url: str
@@ -63,6 +66,15 @@ class LoadtestResult:
     client_cpu_s: float
     error_examples: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    replicas_over_time: list[tuple[float, int]] = field(default_factory=list)
+
+    def replica_changes(self) -> list[tuple[float, int]]:
+        """`replicas_over_time` reduced to the first sample and every change."""
+        changes: list[tuple[float, int]] = []
+        for at_s, count in self.replicas_over_time:
+            if not changes or changes[-1][1] != count:
+                changes.append((at_s, count))
+        return changes
 
     @property
     def failed(self) -> int:
@@ -131,27 +143,41 @@ async def _client_loop(
             examples.setdefault(str(response.status_code), response.text[:300])
 
 
+async def _sample_replicas(url: str, started: float, stop_at: float, samples: list) -> None:
+    """Healthy replica count from `/readyz` (its own connection) until `stop_at`."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        while time.monotonic() < stop_at:
+            try:
+                body = (await client.get(f"{url}/readyz")).json()
+                samples.append((round(time.monotonic() - started, 2), body["replicas_healthy"]))
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass  # a missed sample; the load's own errors are counted elsewhere
+            await asyncio.sleep(REPLICA_SAMPLE_S)
+
+
 async def _run(
     url: str, clients: int, duration_s: float, body: bytes, headers: dict, timeout_s: float
 ):
     latencies_ms: list[float] = []
     errors: Counter = Counter()
     examples: dict[str, str] = {}
+    replicas: list[tuple[float, int]] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     headers = {**headers, "content-type": "application/json"}
     async with httpx.AsyncClient(limits=limits, timeout=timeout_s, headers=headers) as client:
         started = time.monotonic()
         stop_at = started + duration_s
         await asyncio.gather(
+            _sample_replicas(url, started, stop_at, replicas),
             *(
                 _client_loop(
                     client, f"{url}/v1/predict", body, stop_at, latencies_ms, errors, examples
                 )
                 for _ in range(clients)
-            )
+            ),
         )
         elapsed = time.monotonic() - started
-    return latencies_ms, errors, examples, elapsed
+    return latencies_ms, errors, examples, elapsed, replicas
 
 
 def run_loadtest(
@@ -176,7 +202,7 @@ def run_loadtest(
     headers = auth_headers(api_key_env)
     payload = body if body is not None else example_body(url, inputs_per_request, headers)
     cpu_before = _cpu_seconds()
-    latencies_ms, errors, examples, elapsed = asyncio.run(
+    latencies_ms, errors, examples, elapsed, replicas = asyncio.run(
         _run(url, clients, duration_s, payload, headers, timeout_s)
     )
     latencies_ms.sort()
@@ -206,6 +232,7 @@ def run_loadtest(
         client_cpu_s=client_cpu_s,
         error_examples=examples,
         notes=notes,
+        replicas_over_time=replicas,
     )
 
 

@@ -8,6 +8,7 @@ ingress and are not counted here; `wattwise loadtest` counts them on the client 
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,6 +17,8 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 FILL_RATIO_BUCKETS = (0.125, 0.25, 0.5, 0.75, 1.0)
 # Paths get their own label; anything else (probes, typos, scanners) is "other", so random
 # URLs cannot grow the label set without bound.
+# A replica that sent no batch for this long is dropped from the per-replica gauges.
+REPLICA_STALE_S = 30.0
 KNOWN_PATHS = ("/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json")
 
 
@@ -62,6 +65,8 @@ class ServeMetrics:
     # (source, uncertainty %) → [joules, requests]: replicas on other nodes may measure
     # differently, and an estimate must never be summed into a measurement.
     energy_by_source: dict[tuple[str, float], list[float]] = field(default_factory=dict)
+    # replica id → (resident bytes, queue length, monotonic time of its last batch).
+    replicas: dict[str, tuple[int, int, float]] = field(default_factory=dict)
 
     def record_response(self, path: str, status: int, seconds: float) -> None:
         path = path if path in KNOWN_PATHS else "other"
@@ -78,6 +83,10 @@ class ServeMetrics:
         if result["batch_inputs"]:
             self.batch_size.observe(result["batch_inputs"])
             self.batch_fill.observe(result["batch_inputs"] / max_batch_size)
+        replica = result.get("replica")
+        if replica:
+            seen = time.monotonic()
+            self.replicas[replica["id"]] = (replica["rss_bytes"], replica["queue_length"], seen)
 
     def render(self, healthy_replicas: int, target_replicas: int) -> str:
         """The whole exposition text."""
@@ -110,6 +119,7 @@ class ServeMetrics:
             "# TYPE wattwise_retries_total counter",
             f"wattwise_retries_total {self.retries}",
         ]
+        lines += self._replica_lines()
         lines += [
             "# HELP wattwise_energy_joules_per_request Model energy per successful request, "
             "mean since start; kind=estimate means no hardware counter (see uncertainty_pct).",
@@ -126,3 +136,23 @@ class ServeMetrics:
             totals_lines.append(f"wattwise_energy_joules_total{{{labels}}} {joules:.6g}")
         lines += totals_lines
         return "\n".join(lines) + "\n"
+
+    def _replica_lines(self) -> list[str]:
+        """Per-replica gauges, as of each replica's last batch (gone after REPLICA_STALE_S)."""
+        now = time.monotonic()
+        live = {k: v for k, v in self.replicas.items() if now - v[2] <= REPLICA_STALE_S}
+        self.replicas = live
+        memory = [
+            "# HELP wattwise_replica_resident_bytes Resident memory (RSS) of a model replica "
+            "process at its last batch.",
+            "# TYPE wattwise_replica_resident_bytes gauge",
+        ]
+        queue = [
+            "# HELP wattwise_replica_queue_length Model calls waiting in or computing on a "
+            "replica when its last batch started.",
+            "# TYPE wattwise_replica_queue_length gauge",
+        ]
+        for replica, (rss_bytes, queue_length, _seen) in sorted(live.items()):
+            memory.append(f'wattwise_replica_resident_bytes{{replica="{replica}"}} {rss_bytes}')
+            queue.append(f'wattwise_replica_queue_length{{replica="{replica}"}} {queue_length}')
+        return memory + queue

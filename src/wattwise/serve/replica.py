@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import psutil
 from ray import serve
 
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
@@ -23,6 +24,14 @@ DEFAULT_BATCH_WAIT_S = 0.005
 def count_inputs(payloads: list[list[Any]]) -> int:
     """Inputs in a batch of requests (Ray Serve's `batch_size_fn`)."""
     return sum(len(payload) for payload in payloads)
+
+
+def _replica_id() -> str:
+    """Ray Serve's id of this replica ("local" outside Ray)."""
+    try:
+        return serve.get_replica_context().replica_tag
+    except Exception:  # noqa: BLE001 - not inside a Serve replica (tests, tools)
+        return "local"
 
 
 # Runs in the replica process when Ray imports this module to build the deployment.
@@ -42,14 +51,18 @@ class ModelReplica:
 
         config = ServeSettings(**settings)
         torch.set_num_threads(config.threads())
-        loaded = open_model(config.model)
+        # Only what serving needs: a variant's weights and tokenizer, never its source model.
+        loaded = open_model(config.model, serving_only=True)
         self.module = loaded.module.eval()
         self.task = loaded.task
         self.signature = ModelSignature.from_dict(signature)
         self.energy = detect_energy_source()
         self.health_timeout_s = config.health_check_timeout_s
-        self.predict.set_max_batch_size(config.max_batch_size)
-        self.predict.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
+        self.replica_id = _replica_id()
+        self.process = psutil.Process()
+        self.waiting = 0  # calls in this replica (queued for a batch or computing)
+        self.batched_predict.set_max_batch_size(config.max_batch_size)
+        self.batched_predict.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
         # Warm up (first calls allocate) so the first user request does not pay for it.
         self._run([self.signature.example])
 
@@ -68,15 +81,30 @@ class ModelReplica:
         predictions = encode_outputs(self.signature, outputs)
         return predictions, self.energy.stop(window).energy_j
 
+    async def predict(self, samples: list[Any]) -> dict[str, Any]:
+        """One request's inputs → its predictions (batched with other requests' inputs)."""
+        self.waiting += 1
+        try:
+            return await self.batched_predict(samples)
+        finally:
+            self.waiting -= 1
+
     @serve.batch(
         max_batch_size=DEFAULT_BATCH_SIZE,
         batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S,
         batch_size_fn=count_inputs,
     )
-    async def predict(self, payloads: list[list[Any]]) -> list[dict[str, Any]]:
+    async def batched_predict(self, payloads: list[list[Any]]) -> list[dict[str, Any]]:
         """A batch of requests (each a list of inputs) → one result dict per request."""
         flat = [sample for payload in payloads for sample in payload]
+        # Calls waiting here when the batch starts, this batch's included: the replica's queue.
+        queue_length = self.waiting
         predictions, energy_j = await asyncio.to_thread(self._run, flat)
+        replica = {
+            "id": self.replica_id,
+            "rss_bytes": self.process.memory_info().rss,
+            "queue_length": queue_length,
+        }
         results, start = [], 0
         for index, payload in enumerate(payloads):
             count = len(payload)
@@ -89,6 +117,7 @@ class ModelReplica:
                     # Only the batch's first request reports the batch, so it counts once.
                     "batch_inputs": len(flat) if index == 0 else 0,
                     "batch_requests": len(payloads) if index == 0 else 0,
+                    "replica": replica if index == 0 else None,
                 }
             )
             start += count

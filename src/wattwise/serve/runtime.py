@@ -10,6 +10,7 @@ environment before `ray` is imported, because Ray reads some of them at import t
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,30 @@ def _joins_remote(address: str | None) -> bool:
     return not is_loopback(host)
 
 
+CLUSTER_CONNECT_TIMEOUT_S = 3.0
+
+
+def check_cluster_answers(address: str) -> None:
+    """ConfigError unless something accepts a TCP connection at a HOST:PORT cluster address.
+
+    `ray.init` retries an address where nothing listens for minutes (seen: still retrying
+    after 5 minutes with ray 2.60), so a wrong `--address` is caught here first. "auto" is
+    resolved by Ray itself from this node's running cluster.
+    """
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r}: use HOST:PORT of the Ray GCS, or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), CLUSTER_CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise ConfigError(
+            f"no Ray cluster answers at {address} ({error.strerror or error}); start one with "
+            "`ray start --head` or omit --address to start a local one"
+        ) from error
+
+
 @dataclass
 class RayRuntime:
     """A connected Ray driver. `owns_cluster` is True when we started it (and must stop it)."""
@@ -72,6 +97,7 @@ def start_ray(settings: ServeSettings) -> RayRuntime:
     """
     keep_ray_local(_joins_remote(settings.address))
     if settings.address:
+        check_cluster_answers(settings.address)
         use_token_auth_if_available()  # before importing ray: it reads the mode at import
     import ray
 

@@ -25,6 +25,7 @@ READY_TIMEOUT_S = 300.0
 # Replicas finish what they hold before they exit (Ray Serve's graceful shutdown).
 GRACEFUL_SHUTDOWN_S = 20.0
 MIN_ONGOING_PER_REPLICA = 32
+HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 
 class ServeError(WattwiseError):
@@ -37,7 +38,7 @@ def model_signature(settings: ServeSettings) -> ModelSignature:
 
     from wattwise.compress.variant import open_model
 
-    loaded = open_model(settings.model)
+    loaded = open_model(settings.model, serving_only=True)
     signature = describe_model(loaded)
     del loaded
     gc.collect()
@@ -51,8 +52,10 @@ def build_application(settings: ServeSettings, signature: ModelSignature) -> Any
     from wattwise.serve.ingress import Ingress
     from wattwise.serve.replica import ModelReplica
 
+    scaling = settings.autoscaling_config()
+    count = {"autoscaling_config": scaling} if scaling else {"num_replicas": settings.replicas}
     model = ModelReplica.options(
-        num_replicas=settings.replicas,
+        **count,
         # Room for a full batch plus the next one filling while the first computes; never
         # tiny, because Ray's router backs off when every replica is at its limit.
         max_ongoing_requests=max(2 * settings.max_batch_size, MIN_ONGOING_PER_REPLICA),
@@ -72,7 +75,10 @@ def build_application(settings: ServeSettings, signature: ModelSignature) -> Any
         health_check_timeout_s=settings.health_check_timeout_s,
         graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
         max_surge_percent=100,
-        ray_actor_options={"num_cpus": 0},
+        # On the head node, with the Serve controller and the GCS (already a single point of
+        # failure): losing a worker node then never takes the ingress and its retries with it.
+        # Ray Train pins its state actor the same way.
+        ray_actor_options={"num_cpus": 0, "resources": {HEAD_NODE_RESOURCE: 0.001}},
     ).bind(model, settings.to_dict(), signature.to_dict(), settings.api_key_digest())
 
 

@@ -5,10 +5,10 @@ loads before any replica starts); the resulting `ModelSignature` travels to the 
 dict. Requests are JSON only: numbers and strings become tensors here, nothing is unpickled.
 
 Decisions a client sees:
-- digits-cnn (and its variants) take 8×8 grids of pixel intensities 0–16, the scale of
-  scikit-learn's `load_digits().images`; the server divides by 16 as in training.
-- other array models take their per-sample shape with leading size-1 axes dropped (a
-  (1, 8, 8) input is sent as 8×8), values as given.
+- array models take their per-sample shape with leading size-1 axes dropped (a (1, 8, 8)
+  input is sent as 8×8), in the units, range and scale their task's `request_format()` gives
+  (digits-cnn: intensities 0–16, the scale of scikit-learn's `load_digits().images`, divided
+  by 16 as in training); other tasks take the model's own values.
 - text encoders take strings; outputs are their (normalized) embeddings.
 - classifiers (task metric "accuracy") return the arg-max label and softmax probabilities.
 """
@@ -23,9 +23,6 @@ import torch
 
 from wattwise.errors import ConfigError
 from wattwise.models.registry import LoadedModel
-
-TEXT_EXAMPLE = "Smaller models cost less energy per request."
-DIGITS_MAX_INTENSITY = 16.0
 
 
 @dataclass(frozen=True)
@@ -71,8 +68,9 @@ class ModelSignature:
 def describe_model(loaded: LoadedModel) -> ModelSignature:
     """The signature of a loaded model; ConfigError for models serving cannot take yet."""
     task = loaded.task
+    request = task.request_format()
     if hasattr(task, "tokenize") and "tokenizer" in loaded.extra:
-        return ModelSignature(loaded.name, "text", output_kind="embedding", example=TEXT_EXAMPLE)
+        return ModelSignature(loaded.name, "text", output_kind="embedding", example=request.example)
     example_inputs = task.example_inputs(1)
     if len(example_inputs) != 1:
         raise ConfigError(
@@ -88,30 +86,17 @@ def describe_model(loaded: LoadedModel) -> ModelSignature:
         raise ConfigError(f"{loaded.name} takes scalar samples; give it at least a 1-D input")
     dtype = "int64" if sample.dtype in (torch.int64, torch.int32) else "float32"
     classifier = getattr(task, "metric_name", None) == "accuracy"
-    output_kind = "classes" if classifier else "values"
-    if getattr(task, "name", "") == "digits":
-        example = (sample * DIGITS_MAX_INTENSITY).round().reshape(request_shape).tolist()
-        return ModelSignature(
-            loaded.name,
-            "array",
-            sample_shape,
-            request_shape,
-            dtype,
-            0.0,
-            DIGITS_MAX_INTENSITY,
-            1.0 / DIGITS_MAX_INTENSITY,
-            output_kind,
-            example,
-        )
-    example = sample.reshape(request_shape).tolist()
     return ModelSignature(
         loaded.name,
         "array",
         sample_shape,
         request_shape,
         dtype,
-        output_kind=output_kind,
-        example=example,
+        request.value_min,
+        request.value_max,
+        request.input_scale,
+        "classes" if classifier else "values",
+        torch.as_tensor(request.example).reshape(request_shape).tolist(),
     )
 
 

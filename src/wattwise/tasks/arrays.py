@@ -18,6 +18,7 @@ from wattwise.tasks.base import (
     MetricSpec,
     ModelInputs,
     Quality,
+    RequestFormat,
     Task,
     TrainingBatch,
     check_split,
@@ -35,6 +36,7 @@ METRICS = {
     "fidelity": MetricSpec("fidelity", higher_is_better=True, unit="mean cosine"),
 }
 EVAL_BATCH = 256
+DIGITS_MAX_INTENSITY = 16.0
 
 
 class ArrayTask(Task):
@@ -48,6 +50,7 @@ class ArrayTask(Task):
         metric: str,
         seed: int = 0,
         reference: Forward | None = None,
+        client_units: RequestFormat | None = None,
     ) -> None:
         if metric not in METRICS:
             raise ConfigError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
@@ -61,6 +64,8 @@ class ArrayTask(Task):
         self.output_kind = "logits" if metric == "accuracy" else "values"
         self.splits = split_indices(len(features), seed)
         self.reference = reference
+        # How clients send inputs when not in the model's units (example None: taken from data).
+        self.client_units = client_units
         self._reference_outputs: dict[str, torch.Tensor] = {}
 
     def split_size(self, split: str) -> int:
@@ -70,6 +75,17 @@ class ArrayTask(Task):
     def example_inputs(self, batch_size: int, split: str = "test") -> ModelInputs:
         check_split(split)
         return (cycled(self.features[self.splits[split]], batch_size),)
+
+    def request_format(self) -> RequestFormat:
+        """Clients send `client_units` (e.g. digit intensities 0–16), else the model's units."""
+        sample = self.example_inputs(1)[0][0]
+        units = self.client_units
+        if units is None:
+            return RequestFormat(sample)
+        # Model input = client value × input_scale, so the example in client units is sample ÷ it.
+        return RequestFormat(
+            sample / units.input_scale, units.value_min, units.value_max, units.input_scale
+        )
 
     def describe_inputs(self) -> str:
         return f"float tensor of shape (batch, {', '.join(map(str, self.features.shape[1:]))})"
@@ -134,6 +150,8 @@ def digits_task(seed: int = 0) -> ArrayTask:
     from sklearn.datasets import load_digits
 
     data = load_digits()
-    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / DIGITS_MAX_INTENSITY
     labels = torch.tensor(data.target, dtype=torch.long)
-    return ArrayTask("digits", images, labels, "accuracy", seed=seed)
+    # Clients send intensities 0–16, the scale of `load_digits().images`; the model sees ÷ 16.
+    units = RequestFormat(None, 0.0, DIGITS_MAX_INTENSITY, 1.0 / DIGITS_MAX_INTENSITY)
+    return ArrayTask("digits", images, labels, "accuracy", seed=seed, client_units=units)

@@ -11,6 +11,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -43,6 +44,23 @@ class Quality:
     split: str
     samples: int
     ci95: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RequestFormat:
+    """How a client sends one input of this task to a server, as JSON data.
+
+    Attributes:
+        example: one valid input in client units: a string (text tasks) or a tensor shaped
+            like one sample of `example_inputs` (array tasks).
+        value_min, value_max: accepted range in client units (None: any finite number).
+        input_scale: the server multiplies client values by this to get model inputs.
+    """
+
+    example: Any
+    value_min: float | None = None
+    value_max: float | None = None
+    input_scale: float = 1.0
 
 
 @dataclass
@@ -108,6 +126,10 @@ class Task(ABC):
         """The split's real inputs in batches as a server would see them (text: sorted by
         length, each batch padded to its longest), or None when the task has no such corpus."""
         return None
+
+    def request_format(self) -> RequestFormat:
+        """How a client sends one input (example, range, scale); default: the model's own units."""
+        return RequestFormat(self.example_inputs(1)[0][0])
 
 
 def sample_indices(total: int, sample: float | int | None, seed: int) -> torch.Tensor:

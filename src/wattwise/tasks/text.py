@@ -13,11 +13,13 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
+from wattwise.errors import ConfigError
 from wattwise.tasks.base import (
     Forward,
     MetricSpec,
     ModelInputs,
     Quality,
+    RequestFormat,
     Task,
     TrainingBatch,
     check_split,
@@ -34,6 +36,7 @@ MAX_TOKENS = 128
 # Joined passages per profiling input: passages are ≥80 characters, so 12 of them give well
 # over 128 tokens: every profiling input is full length, with no padding.
 PASSAGES_PER_INPUT = 12
+REQUEST_EXAMPLE = "Smaller models cost less energy per request."
 
 
 class TextEncoderTask(Task):
@@ -47,7 +50,7 @@ class TextEncoderTask(Task):
     output_kind = "embeddings"
 
     def __init__(
-        self, tokenizer, reference: Forward, sequence_length: int = MAX_TOKENS, seed: int = 0
+        self, tokenizer, reference: Forward | None, sequence_length: int = MAX_TOKENS, seed: int = 0
     ):
         self.tokenizer = tokenizer
         self.reference = reference
@@ -100,6 +103,10 @@ class TextEncoderTask(Task):
         ]
         return self.tokenize(texts, pad_to_length=True)
 
+    def request_format(self) -> RequestFormat:
+        """Clients send strings."""
+        return RequestFormat(REQUEST_EXAMPLE)
+
     def describe_inputs(self) -> str:
         return f"texts of {self.sequence_length} tokens (corpus passages joined and truncated)"
 
@@ -129,6 +136,11 @@ class TextEncoderTask(Task):
 
     def reference_embeddings(self, split: str) -> torch.Tensor:
         """The original model's embeddings of a split's passages then queries (computed once)."""
+        if self.reference is None:
+            raise ConfigError(
+                "this text model was loaded for serving only (no reference model): load it "
+                "with load_model(spec) to score its quality"
+            )
         if split not in self._reference_embeddings:
             self._reference_embeddings[split] = self.embed(self.reference, self._split_texts(split))
         return self._reference_embeddings[split]
