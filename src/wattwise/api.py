@@ -24,6 +24,7 @@ def profile(
     options: ModelOptions | None = None,
     timing: TimingSettings = TimingSettings(),
     show_progress: bool = False,
+    wue_l_per_kwh: float | None = None,
 ) -> Profile:
     """Load `model` (any spec `open_model` accepts, a variant included) and measure it; see `Profile`.
 
@@ -41,6 +42,7 @@ def profile(
         timing=timing,
         show_progress=show_progress,
         overrides=profile_overrides(loaded),
+        wue_l_per_kwh=wue_l_per_kwh,
     )
 
 

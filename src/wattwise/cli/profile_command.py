@@ -32,6 +32,9 @@ def profile(
         None, "--region", help="ISO country code for grid carbon intensity (e.g. FR)."
     ),
     threads: int = typer.Option(None, "--threads", help="Intra-op threads (default: torch's)."),
+    wue: float = typer.Option(
+        None, "--wue", help="On-site water use, litres per kWh (default 1.8: US data-centre mean)."
+    ),
     weights: str = WEIGHTS_OPTION,
     input_shape: str = INPUT_SHAPE_OPTION,
     data: str = DATA_OPTION,
@@ -51,6 +54,7 @@ def profile(
         threads,
         model_options(weights, input_shape, data, metric),
         show_progress=not as_json,
+        wue_l_per_kwh=wue,
     )
     if as_json:
         print_json(result.to_dict())
@@ -105,4 +109,12 @@ def profile_table(p: Profile) -> Table:
         f"{p.carbon_g_per_1k:.4g} gCO2e",
         f"{p.region}, {p.carbon_intensity_g_per_kwh:.0f} gCO2e/kWh; {energy_label(p)}",
     )
+    if p.water_l_per_1k is not None:
+        low, high = p.water_l_per_1k_band or (p.water_l_per_1k, p.water_l_per_1k)
+        table.add_row(
+            "water / 1k inferences",
+            f"{p.water_l_per_1k * 1000:.4g} mL",
+            f"{p.region}, band {low * 1000:.3g}-{high * 1000:.3g} mL; on-site WUE + grid "
+            f"generation; {energy_label(p)}",
+        )
     return table

@@ -20,6 +20,7 @@ from wattwise.measure.flops import count_flops
 from wattwise.measure.latency import LatencyStats, TimingSettings, time_repetitions, warm_up
 from wattwise.measure.memory import track_peak_memory
 from wattwise.measure.size import parameter_count, serialized_size_bytes
+from wattwise.measure.water import water_band_litres, water_intensity, water_litres
 from wattwise.models.registry import LoadedModel
 from wattwise.progress import progress_bar
 
@@ -32,6 +33,8 @@ class Profile:
     energy_* are per inference (one sample) at `energy_batch_size`; `energy_source` says
     whether they were measured ("nvml", "rapl") or estimated ("estimate", ±uncertainty).
     carbon_g_per_1k is gCO2e per 1,000 inferences at the grid intensity of `region`.
+    water_l_per_1k is litres of water per 1,000 inferences (on-site WUE + off-site generation,
+    see measure/water.py), with its low/high band and source; None in profiles made before it.
     """
 
     model: str
@@ -64,6 +67,9 @@ class Profile:
     carbon_source: str
     notes: list[str] = field(default_factory=list)
     flops_note: str = ""
+    water_l_per_1k: float | None = None
+    water_l_per_1k_band: list[float] | None = None
+    water_source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -136,6 +142,7 @@ def profile_model(
     quality_split: str = "test",
     show_progress: bool = True,
     overrides: ProfileOverrides | None = None,
+    wue_l_per_kwh: float | None = None,
 ) -> Profile:
     """Measure `loaded` on `device`; see `Profile` for what comes back.
 
@@ -156,6 +163,7 @@ def profile_model(
     module = loaded.module.to(device) if _movable(loaded.module, device) else loaded.module
     module.eval()
     intensity = grid_intensity(region)
+    water = water_intensity(intensity.region, wue_l_per_kwh)
     source = detect_energy_source(device)
     sync = _synchronizer(device)
     latency: dict[str, LatencyStats] = {}
@@ -233,6 +241,9 @@ def profile_model(
             if flops is not None
             else "not countable for this model"
         ),
+        water_l_per_1k=water_litres(per_1k, water),
+        water_l_per_1k_band=list(water_band_litres(per_1k, water)),
+        water_source=water.source,
     )
 
 
