@@ -163,3 +163,20 @@ def federate_client(
     join_server(
         server, data, model, partition_id, compression, state_dir, fault, slow_s, max_wait_s
     )
+
+
+def schedule(command: list[str], duration: str | float, deadline: str = "24h", **options):
+    """Run `command` in the greenest window before `deadline`; returns a `ScheduleResult`.
+
+    Options are those of `wattwise.schedule.run.schedule_job` (forecast, regions, energy_kwh,
+    report, inferences, wue_l_per_kwh, now, dry_run, clock, sleep, show_progress, on_plan).
+    Example:
+        r = wattwise.api.schedule(["make", "train"], "2h", "24h",
+                                  forecast="examples/carbon-intensity-sample.csv",
+                                  regions=["FR", "DE"], now="2023-06-01T00:00Z", dry_run=True)
+        print(r.plan.region, r.plan.start, r.plan.saving_pct)
+    """
+    from wattwise.schedule.run import schedule_job
+
+    options.setdefault("show_progress", False)
+    return schedule_job(command, duration, deadline, **options)

@@ -1,4 +1,4 @@
-"""Durations written by people: '30s', '2m', '500ms' or a bare number of seconds."""
+"""Durations written by people: '30s', '2m', '500ms', '2h' or a bare number of seconds."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import re
 
 from wattwise.errors import ConfigError
 
-DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min)?\s*$")
+DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
 
 
 def parse_duration(text: str | float) -> float:
-    """'30s', '2m', '500ms' or a number of seconds → seconds (> 0)."""
+    """'30s', '2m', '500ms', '2h' or a number of seconds → seconds (> 0)."""
     if isinstance(text, int | float):
         seconds = float(text)
     else:
         match = DURATION_PATTERN.match(text)
         if not match:
-            raise ConfigError(f"bad duration {text!r}: use e.g. 30s, 2m or 500ms")
+            raise ConfigError(f"bad duration {text!r}: use e.g. 30s, 2m, 2h or 500ms")
         value, unit = float(match.group(1)), match.group(2) or "s"
-        seconds = value * {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0}[unit]
+        seconds = value * {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}[unit]
     if seconds <= 0:
         raise ConfigError(f"duration must be > 0, got {text!r}")
     return seconds

@@ -21,9 +21,7 @@ from importlib import resources
 from wattwise.errors import ConfigError
 
 DEFAULT_WUE_L_PER_KWH = 1.8
-WUE_SOURCE = (
-    "on-site WUE 1.8 L/kWh: US data-centre average, Shehabi et al. 2016 (LBNL-1005775)"
-)
+WUE_SOURCE = "on-site WUE 1.8 L/kWh: US data-centre average, Shehabi et al. 2016 (LBNL-1005775)"
 MIX_TABLE = "generation_mix.csv"
 FACTOR_TABLE = "water_per_generation.csv"
 LITRES_PER_GALLON = 3.78541
