@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import math
 from importlib import resources
+from pathlib import Path
 
 SOLAR_G_PER_KWH = 48.0  # codecarbon 3.3.2 carbon_intensity_per_source.json, "solar"
 REGIONS = ("FR", "DE")
@@ -24,10 +25,10 @@ def main() -> None:
     mixes, intensities = _rows("generation_mix.csv"), _rows("grid_carbon_intensity.csv")
     sources = ("coal", "gas", "oil", "nuclear", "hydroelectricity", "wind", "solar", "biofuel")
     shape = [max(0.0, math.sin(math.pi * (hour - 6) / 12)) for hour in range(24)]
-    header = open(
-        __file__.replace("make_carbon_intensity_sample.py", "carbon-intensity-sample.csv")
+    sample = Path(__file__).with_name("carbon-intensity-sample.csv")
+    print(
+        "".join(line + "\n" for line in sample.read_text().splitlines() if line[:1] == "#"), end=""
     )
-    print("".join(line for line in header if line.startswith("#")), end="")
     print("timestamp,region,g_co2e_per_kwh")
     for region in REGIONS:
         mix = mixes[region]
