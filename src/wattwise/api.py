@@ -180,3 +180,15 @@ def schedule(command: list[str], duration: str | float, deadline: str = "24h", *
 
     options.setdefault("show_progress", False)
     return schedule_job(command, duration, deadline, **options)
+
+
+def advise(path: str, select: list[str] | None = None):
+    """Scan a file or directory for energy smells; returns `wattwise.advise.AdviseResult`.
+
+    Example:
+        result = wattwise.api.advise("train.py")
+        for f in result.findings: print(f.location, f.code, f.fix)
+    """
+    from wattwise.advise.scan import advise as scan
+
+    return scan(path, select)

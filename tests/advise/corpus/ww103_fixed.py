@@ -1,0 +1,9 @@
+import torch
+from torch import nn
+
+model = nn.Linear(8, 2)
+model.eval()
+model = torch.compile(model)
+dataset = torch.randn(100, 8)
+with torch.inference_mode():
+    outputs = [model(batch) for batch in dataset.split(32)]
