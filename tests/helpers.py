@@ -17,3 +17,11 @@ def linear_stack() -> nn.Module:
 def not_a_module() -> str:
     """A broken factory: returns a string."""
     return "not a module"
+
+
+def wide_mlp() -> nn.Module:
+    """64 → 2048 → 2048 → 10, seeded: slow enough per batch to kill a batch run mid-way."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(64, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10)
+    ).eval()

@@ -192,3 +192,59 @@ def advise(path: str, select: list[str] | None = None):
     from wattwise.advise.scan import advise as scan
 
     return scan(path, select)
+
+
+def batch(model: str, input_path: str, out_dir: str, **options):
+    """Embed/classify every input of a file, resumably; returns `wattwise.batch.BatchResult`.
+
+    Options are those of `wattwise.batch.run.run_batch` (batch_size, chunk_size, device,
+    region, options, candidates, wue_l_per_kwh, show_progress).
+    Example:
+        r = wattwise.api.batch("minilm", "texts.jsonl", "out/")
+        print(r.batch_size, r.energy_j_per_input, r.energy_source, r.output_path)
+    """
+    from wattwise.batch.run import run_batch
+
+    options.setdefault("show_progress", False)
+    return run_batch(model, input_path, out_dir, **options)
+
+
+def sweep(
+    model: str,
+    batch_sizes: tuple[int, ...] = (1, 8, 32),
+    threads: tuple[int, ...] = (),
+    power_limits_w: tuple[float, ...] = (),
+    device: str = "cpu",
+    eta: float = 0.5,
+    out_dir: str | None = None,
+    options: ModelOptions | None = None,
+    show_progress: bool = False,
+):
+    """Sweep batch sizes / CPU threads / GPU power limits; returns `wattwise.sweep.SweepResult`.
+
+    With `out_dir`, writes sweep.json and sweep.png (energy per inference vs latency and vs
+    throughput). Example:
+        r = wattwise.api.sweep("digits-cnn", batch_sizes=(1, 32), threads=(1, 2), eta=0.5)
+        print(r.pick.batch_size, r.pick.threads, r.energy_source)
+    """
+    import json
+    from pathlib import Path
+
+    from wattwise.paths import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+    from wattwise.progress import progress_bar
+    from wattwise.sweep.plot import sweep_plot
+    from wattwise.sweep.run import sweep_model
+
+    loaded = load_model(model, options)
+    total = len(batch_sizes) * max(1, len(threads)) * max(1, len(power_limits_w))
+    with progress_bar(f"sweeping {model}", total, enabled=show_progress) as bar:
+        result = sweep_model(
+            loaded, batch_sizes, threads, power_limits_w, device, eta,
+            progress=lambda p: bar.advance(f"bs {p.batch_size}: {p.latency_ms_p50:.2f} ms"),
+        )  # fmt: skip
+    if out_dir is not None:
+        out = ensure_writable_dir(Path(out_dir))
+        result.plot_path = str(out / "sweep.png")
+        atomic_write_bytes(out / "sweep.png", sweep_plot(result))
+        atomic_write_text(out / "sweep.json", json.dumps(result.to_dict(), indent=2))
+    return result
