@@ -37,11 +37,13 @@ def sweep_plot(result: SweepResult) -> bytes:
             axes.annotate(_label(point), (x, energy_mj), fontsize=7, xytext=(3, 3),
                           textcoords="offset points")  # fmt: skip
             if estimate:
-                band = energy_mj * result.energy_uncertainty_pct / 100
+                band = energy_mj * min(result.energy_uncertainty_pct, 99) / 100
                 axes.errorbar(x, energy_mj, yerr=band, fmt="none", ecolor="#bbbbbb", lw=0.8)
     left.set_xlabel("latency p50 per batch (ms)")
     right.set_xlabel("throughput (inferences / s)")
     for axes in (left, right):
+        axes.set_xscale("log")
+        axes.set_yscale("log")
         axes.set_ylabel(unit)
         axes.grid(alpha=0.3)
     figure.suptitle(
