@@ -235,7 +235,7 @@ def sweep(
     from wattwise.sweep.plot import sweep_plot
     from wattwise.sweep.run import sweep_model
 
-    loaded = load_model(model, options)
+    loaded = open_model(model, options)
     total = len(batch_sizes) * max(1, len(threads)) * max(1, len(power_limits_w))
     with progress_bar(f"sweeping {model}", total, enabled=show_progress) as bar:
         result = sweep_model(

@@ -15,6 +15,9 @@ LAYERS = [
     {"backends", "compress"},
     {"search", "train", "serve"},
     {"federate"},
+
+
+    {"schedule", "batch", "sweep", "advise"},
     {"report"},
     {"api", "cli", ""},
 ]

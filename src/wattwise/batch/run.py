@@ -24,11 +24,12 @@ import torch
 
 from wattwise.batch.calibrate import DEFAULT_CANDIDATES, BatchSizeChoice, choose_batch_size
 from wattwise.batch.inputs import BatchInputs, model_inputs, read_inputs
+from wattwise.compress.variant import open_model
 from wattwise.errors import ConfigError
 from wattwise.measure.carbon import carbon_grams, grid_intensity
 from wattwise.measure.energy import detect_energy_source
 from wattwise.measure.water import water_intensity, water_litres
-from wattwise.models.registry import LoadedModel, ModelOptions, load_model
+from wattwise.models.registry import LoadedModel, ModelOptions
 from wattwise.paths import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from wattwise.progress import progress_bar
 
@@ -152,7 +153,7 @@ def run_batch(
     if chunk_size <= 0:
         raise ConfigError(f"--chunk-size must be ≥ 1, got {chunk_size}")
     started = time.perf_counter()
-    loaded = load_model(model, options)
+    loaded = open_model(model, options)
     module = loaded.module.eval()
     if hasattr(module, "to") and not hasattr(module, "session"):
         module.to(device)
