@@ -233,8 +233,9 @@ def sweep(
     from wattwise.paths import atomic_write_bytes, atomic_write_text, ensure_writable_dir
     from wattwise.progress import progress_bar
     from wattwise.sweep.plot import sweep_plot
-    from wattwise.sweep.run import sweep_model
+    from wattwise.sweep.run import check_sweep_settings, sweep_model
 
+    check_sweep_settings(threads, power_limits_w, device, eta)
     loaded = open_model(model, options)
     total = len(batch_sizes) * max(1, len(threads)) * max(1, len(power_limits_w))
     with progress_bar(f"sweeping {model}", total, enabled=show_progress) as bar:

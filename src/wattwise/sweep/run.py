@@ -80,6 +80,20 @@ def zeus_cost(point: SweepPoint, eta: float, max_power_w: float) -> float:
     )
 
 
+def check_sweep_settings(
+    threads: tuple[int, ...], power_limits_w: tuple[float, ...], device: str, eta: float
+) -> None:
+    """Refuse settings that cannot work, before any model is loaded."""
+    if not 0.0 <= eta <= 1.0:
+        raise ConfigError(f"--eta must be within [0, 1], got {eta}")
+    if power_limits_w and not device.startswith("cuda"):
+        raise ConfigError("--power-limits needs --device cuda (NVIDIA GPUs, through NVML)")
+    if threads and device.startswith("cuda"):
+        raise ConfigError("--threads sweeps CPU threads; leave it out with --device cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but CUDA is not available here; use --device cpu")
+
+
 def _measure(module, inputs, device, source, timing: TimingSettings) -> tuple[LatencyStats, float]:
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
     run = lambda: module(*inputs)  # noqa: E731
@@ -103,14 +117,7 @@ def sweep_model(
     progress=None,
 ) -> SweepResult:
     """Measure every (batch size × threads × power limit) and pick under Zeus's cost."""
-    if not 0.0 <= eta <= 1.0:
-        raise ConfigError(f"--eta must be within [0, 1], got {eta}")
-    if power_limits_w and not device.startswith("cuda"):
-        raise ConfigError("--power-limits needs --device cuda (NVIDIA GPUs, through NVML)")
-    if threads and device.startswith("cuda"):
-        raise ConfigError("--threads sweeps CPU threads; leave it out with --device cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested but CUDA is not available here; use --device cpu")
+    check_sweep_settings(threads, power_limits_w, device, eta)
     module = loaded.module.eval()
     if not hasattr(module, "session"):
         module.to(device)
