@@ -142,8 +142,8 @@ def test_job_waits_on_an_injected_clock_then_runs(tmp_path):
 
 
 def test_interrupt_while_waiting_leaves_nothing_behind(tmp_path):
-    # A forecast in 1-second steps around the real now: the greenest second is 15 s away.
-    begin = datetime.now(UTC).replace(microsecond=0)
+    # Planned as of --now, so the 15 s wait starts when the CLI is ready, however slow its start.
+    begin = START
     lines = ["timestamp,region,value,duration_minutes"]
     for second in range(60):
         value = 10 if second == 15 else 500
@@ -154,17 +154,17 @@ def test_interrupt_while_waiting_leaves_nothing_behind(tmp_path):
     work.mkdir()
     process = subprocess.Popen(
         [str(WATTWISE), "schedule", "--duration", "1s", "--deadline", "59s", "--forecast",
-         str(forecast), "--", "touch", "ran"],
+         str(forecast), "--now", begin.isoformat(), "--", "touch", "ran"],
         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     first_line = process.stdout.readline()  # the plan: printed before the wait starts
     assert first_line.startswith("chosen: X"), first_line
+    waiting_since = time.monotonic()
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    time.sleep(max(0.0, begin.timestamp() + 17 - time.time()))  # past the planned start
-
+    time.sleep(max(0.0, waiting_since + 17 - time.monotonic()))  # past the planned start
     assert list(work.iterdir()) == []
 
 
