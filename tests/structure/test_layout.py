@@ -15,8 +15,6 @@ LAYERS = [
     {"backends", "compress"},
     {"search", "train", "serve"},
     {"federate"},
-
-
     {"schedule", "batch", "sweep", "advise"},
     {"report"},
     {"api", "cli", ""},
