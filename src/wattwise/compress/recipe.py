@@ -97,7 +97,8 @@ class Recipe:
     def describe(self) -> str:
         """One line: 'prune structured → quantize int8_dynamic @ onnxruntime'."""
         steps = " → ".join(step.describe() for step in self.steps) or "no steps"
-        return f"{steps} @ {self.backend.name}"
+        exporter = " (torchscript export)" if self.backend.exporter == "torchscript" else ""
+        return f"{steps} @ {self.backend.name}{exporter}"
 
     @property
     def libraries(self) -> tuple[str, ...]:

@@ -1,11 +1,13 @@
 """The default search space: what is worth trying for this task on this machine.
 
-Ordered by prior: ONNX Runtime int8 first on CPUs (a scout measured it 3.3x faster than fp32
-eager on MiniLM at cosine 0.993, see docs/benchmarks.md), torch-side int8 next, reduced
-precision and compilation after; structure-changing families (pruning, layer dropping) need
-training and come last. On CPUs without int8 dot-product instructions (VNNI/AMX), torchao's
-int8 kernels are known to be 3-20x slower than fp32: they are measured once (as the peer) so the
-report can show it, never explored further.
+The space lists candidates; the order they are tried in comes from the hardware probe's
+measured ratios (`search.ordering`), so a path that is slow on this CPU (torchao int8 without
+VNNI, bf16 without native support) is tried late or not at all. ONNX Runtime candidates use the
+TorchScript exporter (fast to export, fusable graphs); the dynamo exporter's graph is one more
+candidate, so the exporter is a measured choice. Cross-library recipes (TorchScript export + ORT
+transformer fusion + ORT int8; selective int8 chosen by measured per-layer sensitivity) sit
+beside the single-library ones; structure-changing families (pruning, layer dropping) need
+training and get their steps cut to the time left.
 """
 
 from __future__ import annotations
@@ -41,20 +43,42 @@ def default_space(
             ],
         )
         return space
+    # TorchScript export: seconds instead of the dynamo exporter's tens of seconds, 1.08-1.16x
+    # faster ORT graphs on MiniLM (FIELD-NOTES, docs/benchmarks.md), and the graph ORT's
+    # transformer optimizer fuses (Attention, SkipLayerNorm, BiasGelu) before int8 (QAttention):
+    # 1.12x plain per-channel int8 at cosine 0.9933 on AVX-512 (bench/recipes.py).
+    ts = {"name": ort, "exporter": "torchscript"}
+    fuse = {"fuse": {"method": "onnxruntime_transformer"}}
+    per_channel = _quantize("int8_dynamic", granularity="per_channel", implementation=ort)
+    per_tensor = _quantize("int8_dynamic", granularity="per_tensor", implementation=ort)
+    if task_output_kind == "embeddings":
+        space.add_family(
+            "fused-onnxruntime-int8",
+            [{"steps": [fuse, per_channel], "backend": ts}],
+            note="cross-library: TorchScript export + ORT transformer fusion + ORT int8",
+        )
     space.add_family(
         "onnxruntime-int8",
         [
-            {"steps": [], "backend": ort},
-            {
-                "steps": [_quantize("int8_dynamic", granularity="per_channel", implementation=ort)],
-                "backend": ort,
-            },
-            {
-                "steps": [_quantize("int8_dynamic", granularity="per_tensor", implementation=ort)],
-                "backend": ort,
-            },
+            {"steps": [], "backend": ts},
+            {"steps": [per_channel], "backend": ts},
+            {"steps": [per_tensor], "backend": ts},
         ],
     )
+    space.add_family(
+        "selective-int8",
+        [
+            {
+                "steps": [
+                    _quantize("int8_selective", granularity="per_tensor", min_fidelity=0.995)
+                ],
+                "backend": ts,
+            }
+        ],
+        note="cross-library: per-layer sensitivity measured, the fewest layers kept fp32",
+    )
+    # The exporter is a measured choice: the dynamo exporter's graph, same quantization.
+    space.add_family("onnxruntime-int8-dynamo", [{"steps": [per_channel], "backend": ort}])
     # torchao's int8 kernels are meant to run compiled; with VNNI/AMX they keep fidelity 0.998
     # on MiniLM at ~3.7-3.9x fp32 eager. Eager torchao int8 is measured once, as the peer.
     if machine.has_int8_dot_product:
@@ -107,7 +131,7 @@ def default_space(
                         {"prune": {"method": "structured", "sparsity": s}},
                         {"distill": {"steps": 150}},
                     ],
-                    "backend": ort,
+                    "backend": ts,
                 }
                 for s in (0.3, 0.5, 0.7)
             ],
@@ -123,7 +147,7 @@ def default_space(
                         {"distill": {"steps": 150, "loss": "cosine"}},
                         _quantize("int8_dynamic", granularity="per_channel"),
                     ],
-                    "backend": ort,
+                    "backend": ts,
                 }
                 for k in keep
             ],

@@ -64,19 +64,7 @@ def prior_ratio(recipe: Recipe, priors: Priors, layer_count: int | None = None) 
 
 def libraries_of(recipe: Recipe) -> list[str]:
     """The libraries a recipe needs beyond PyTorch (for the report: "which peers it combines")."""
-    needed: set[str] = set()
-    if recipe.backend.name == "onnxruntime":
-        needed.add("onnxruntime")
-    for step in recipe.steps:
-        needed.update(getattr(step, "libraries", ()) or ())
-        if getattr(step, "implementation", "") == "torchao" or getattr(step, "method", "").endswith(
-            "weight_only"
-        ):
-            needed.add("torchao")
-        if step.kind == "prune" and getattr(step, "method", "") == "structured":
-            needed.add("torch-pruning")
-    needed.discard("torch")
-    return sorted(needed)
+    return [name for name in recipe.libraries if name != "torch"]
 
 
 @dataclass

@@ -52,6 +52,7 @@ class PruneStructured(Step):
 
     kind = "prune"
     method: Literal["structured"] = "structured"
+    libraries = ("torch", "torch-pruning")
     sparsity: Sparsity = 0.5
     importance: Literal["l1", "l2", "taylor"] = "l2"
     iterations: int = Field(1, ge=1, le=100)
