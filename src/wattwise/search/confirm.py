@@ -66,8 +66,6 @@ def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
     """Check `ranked` (best first) on the test split until one holds the budget there."""
     found = Confirmation()
     original = search.original()
-    baseline_profile = search.profile(original, "test")
-    found.baseline_profile = baseline_profile
     batch = search.objective.batch_size
     for position, result in enumerate(ranked):
         if position and search.deadline.left_with_grace() < 2 * search.eval_s:
@@ -76,13 +74,18 @@ def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
             )
             break
         if result.id == "original":
-            _keep_original(search, baseline_profile)
-            found.chosen, found.chosen_profile = result, baseline_profile
+            # The original needs no held-out check of itself: its val profile stands.
+            profile = Profile.from_dict(search.state.baseline.profile)
+            _keep_original(search, profile)
+            found.chosen, found.chosen_profile, found.baseline_profile = result, profile, profile
             found.outcome = (
                 "The original is the cheapest within budget; nothing to gain on this machine at "
                 f"batch {batch}."
             )
             break
+        if found.baseline_profile is None:
+            found.baseline_profile = search.profile(original, "test")
+        baseline_profile = found.baseline_profile
         variant = load_variant(result.variant_dir)
         test_profile = search.profile(variant, "test", profile_overrides(variant))
         reference = baseline_profile.quality
