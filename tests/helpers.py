@@ -65,3 +65,23 @@ def token_transformer() -> nn.Module:
     """A 2-layer nn.TransformerEncoder classifier on token ids (vocabulary 100), seeded."""
     torch.manual_seed(0)
     return TokenTransformerClassifier().eval()
+
+
+class SharedWeightModel(nn.Module):
+    """Reads a Linear's `.weight` directly in its own forward (as weight tying does), so
+    quantizing that Linear breaks the model at run time, from the model's own code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden = torch.nn.functional.linear(inputs, self.proj.weight, self.proj.bias)
+        return self.head(torch.relu(hidden))
+
+
+def shared_weight_model() -> nn.Module:
+    """`SharedWeightModel`, seeded."""
+    torch.manual_seed(0)
+    return SharedWeightModel().eval()
