@@ -95,7 +95,12 @@ def _key_lines(members, ids, chosen_id) -> list[tuple[str, str, bool]]:
     return lines
 
 
-def pareto_plot(
+def pareto_plot(*args, **kwargs) -> bytes:
+    """`pareto_figure` as PNG bytes."""
+    return _png(pareto_figure(*args, **kwargs))
+
+
+def pareto_figure(
     members: list[CandidateResult],
     front_ids: list[str],
     quality_label: str,
@@ -104,7 +109,7 @@ def pareto_plot(
     chosen_id: str | None,
     budget_line: float | None,
     budget_label: str = "budget",
-) -> bytes:
+):
     """Quality vs cost on a log cost axis: short ids on the points, a key mapping each id to
     its recipe, the Pareto front, the chosen point ringed and the budget line labelled."""
     ids = point_ids(members)
@@ -181,7 +186,8 @@ def pareto_plot(
     axes.set_xlabel(f"{cost_label}{scale}, lower is better")
     axes.set_ylabel(f"{quality_label}, higher is better")
     axes.grid(alpha=0.3, which="both")
-    axes.legend(fontsize=8, loc="best")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8, loc="best")
     axes.set_title(
         "Quality vs cost (★ original, ■ peers' defaults, red: outside budget)", fontsize=9
     )
@@ -201,7 +207,7 @@ def pareto_plot(
             va="center",
         )
     figure.tight_layout()
-    return _png(figure)
+    return figure
 
 
 def bars_plot(members: list[CandidateResult], batch_size: int) -> bytes:
