@@ -13,8 +13,13 @@ from wattwise.compress.variant import load_variant
 from wattwise.models.registry import ModelOptions
 
 GRU = "tests.helpers:token_gru"
+# The pruning candidate runs on the fp32 path, which the hardware probe never rules out; the
+# int8 one may be left unstarted when the probe's one-Linear timing (a 16→3 head here) says so.
 SPACE = """
 families:
+  - name: prune
+    candidates:
+      - {steps: [{prune: {method: unstructured, sparsity: 0.3}}], backend: eager}
   - name: int8
     candidates:
       - {steps: [{quantize: {method: int8_dynamic}}], backend: eager}
@@ -59,13 +64,14 @@ def test_int64_token_model_optimizes_from_an_npz(tmp_path, token_data):
         batch_size=8,
         space=str(space),
         out=tmp_path / "report",
-        time_limit_s=240,  # an upper bound: the search ends when its one candidate is done
+        time_limit_s=240,  # an upper bound: the search ends when its candidates are done
         options=ModelOptions(data=token_data),
     )
     measured = [c for c in result.candidates if c.status == "measured"]
-    assert len(measured) == 1, [(c.label, c.status, c.reason) for c in result.candidates]
-    assert result.exit_code == 0 and result.chosen is not None
+    tried = [(c.label, c.status, c.reason) for c in result.candidates]
+    assert any(c.family == "prune" for c in measured), tried
+    assert result.exit_code == 0 and result.chosen is not None  # a candidate or the original
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["baseline"]["profile"]["inputs"].startswith("int64 tensor")
-    chosen = load_variant(tmp_path / "report" / "variant", check_outputs=True)
+    chosen = load_variant(result.chosen_variant, check_outputs=True)
     assert chosen.task.example_inputs(2)[0].dtype == torch.int64

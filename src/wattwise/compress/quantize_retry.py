@@ -139,6 +139,9 @@ def quantize_leaving_out_breakers(
         except WattwiseError:
             raise
         except Exception as error:  # any failure of the third-party quantizer
+            if not left_out:  # when the unquantized model fails too, the failure is not ours
+                home = next(pristine.parameters(), torch.empty(0)).device
+                run_probe(pristine, tuple(t.to(home) for t in probe_inputs))
             culprits, failed_in = layers_to_leave_out(candidate, error, layers)
             text = _error_text(error)
             if not culprits:
