@@ -50,8 +50,10 @@ def _place_ids(axes, points: list[tuple[float, float]], texts: list[str], bold: 
     placed: list[tuple[float, float]] = []
     for point, text, heavy in zip(points, texts, bold, strict=True):
         x, y = to_pixels(point)
-        choice = LABEL_OFFSETS[0]
-        for dx, dy in LABEL_OFFSETS:
+        # The chosen point's ring is ~11 points wide: its id goes outside the ring.
+        offsets = [(dx * 2.0, dy * 1.8) for dx, dy in LABEL_OFFSETS] if heavy else LABEL_OFFSETS
+        choice = offsets[0]
+        for dx, dy in offsets:
             anchor = (x + dx * scale, y + dy * scale)
             if all(
                 abs(anchor[0] - px) > LABEL_CLEARANCE_PX * scale
