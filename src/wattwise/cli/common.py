@@ -22,6 +22,18 @@ INPUT_SHAPE_OPTION = typer.Option(
     "--input-shape",
     help="Per-sample input shape for factory/ONNX models, e.g. '3,32,32' or '16:int64'.",
 )
+INPUT_DTYPE_OPTION = typer.Option(
+    None,
+    "--input-dtype",
+    help="Input dtype of a factory model: float32, float16, bfloat16, int64 or int32 "
+    "(default: int64 when its first layer is an nn.Embedding, else float32).",
+)
+INPUT_RANGE_OPTION = typer.Option(
+    None,
+    "--input-range",
+    help="'low,high' for random inputs (high excluded), e.g. 0,1000 for token ids "
+    "(default: the input Embedding's rows, else 0,100; floats N(0,1)).",
+)
 DATA_OPTION = typer.Option(
     None, "--data", help="Your data: .csv, .npz or .jsonl of inputs and labels."
 )
@@ -55,6 +67,15 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def model_options(weights, input_shape, data, metric) -> ModelOptions:
+def model_options(
+    weights, input_shape, data, metric, input_dtype=None, input_range=None
+) -> ModelOptions:
     """ModelOptions from the shared CLI flags."""
-    return ModelOptions(weights=weights, input_shape=input_shape, data=data, metric=metric)
+    return ModelOptions(
+        weights=weights,
+        input_shape=input_shape,
+        data=data,
+        metric=metric,
+        input_dtype=input_dtype,
+        input_range=input_range,
+    )

@@ -9,6 +9,8 @@ from rich.table import Table
 from wattwise.cli import app
 from wattwise.cli.common import (
     DATA_OPTION,
+    INPUT_DTYPE_OPTION,
+    INPUT_RANGE_OPTION,
     INPUT_SHAPE_OPTION,
     JSON_OPTION,
     METRIC_OPTION,
@@ -34,6 +36,8 @@ def compress(
     seed: int = typer.Option(0, "--seed", help="Seed for calibration, training and sampling."),
     weights: str = WEIGHTS_OPTION,
     input_shape: str = INPUT_SHAPE_OPTION,
+    input_dtype: str = INPUT_DTYPE_OPTION,
+    input_range: str = INPUT_RANGE_OPTION,
     data: str = DATA_OPTION,
     metric: str = METRIC_OPTION,
     as_json: bool = JSON_OPTION,
@@ -54,7 +58,7 @@ def compress(
         batch_sizes=sizes,
         region=region,
         show_progress=not as_json,
-        options=model_options(weights, input_shape, data, metric),
+        options=model_options(weights, input_shape, data, metric, input_dtype, input_range),
     )
     if as_json:
         print_json({"path": str(variant.path), "manifest": variant.manifest})

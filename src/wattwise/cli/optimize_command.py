@@ -8,6 +8,8 @@ import typer
 from wattwise.cli import app
 from wattwise.cli.common import (
     DATA_OPTION,
+    INPUT_DTYPE_OPTION,
+    INPUT_RANGE_OPTION,
     INPUT_SHAPE_OPTION,
     JSON_OPTION,
     METRIC_OPTION,
@@ -53,6 +55,8 @@ def optimize(
     ),
     weights: str = WEIGHTS_OPTION,
     input_shape: str = INPUT_SHAPE_OPTION,
+    input_dtype: str = INPUT_DTYPE_OPTION,
+    input_range: str = INPUT_RANGE_OPTION,
     data: str = DATA_OPTION,
     metric: str = METRIC_OPTION,
     as_json: bool = JSON_OPTION,
@@ -77,7 +81,7 @@ def optimize(
         resume=resume,
         seed=seed,
         region=region,
-        options=model_options(weights, input_shape, data, metric),
+        options=model_options(weights, input_shape, data, metric, input_dtype, input_range),
         workload=workload,
         started_unix=psutil.Process().create_time(),  # start-up counts against the limit
     )

@@ -8,6 +8,8 @@ from rich.table import Table
 from wattwise.cli import app
 from wattwise.cli.common import (
     DATA_OPTION,
+    INPUT_DTYPE_OPTION,
+    INPUT_RANGE_OPTION,
     INPUT_SHAPE_OPTION,
     JSON_OPTION,
     METRIC_OPTION,
@@ -37,6 +39,8 @@ def profile(
     ),
     weights: str = WEIGHTS_OPTION,
     input_shape: str = INPUT_SHAPE_OPTION,
+    input_dtype: str = INPUT_DTYPE_OPTION,
+    input_range: str = INPUT_RANGE_OPTION,
     data: str = DATA_OPTION,
     metric: str = METRIC_OPTION,
     as_json: bool = JSON_OPTION,
@@ -52,7 +56,7 @@ def profile(
         device,
         region,
         threads,
-        model_options(weights, input_shape, data, metric),
+        model_options(weights, input_shape, data, metric, input_dtype, input_range),
         show_progress=not as_json,
         wue_l_per_kwh=wue,
     )

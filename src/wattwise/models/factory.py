@@ -10,14 +10,7 @@ import torch
 from torch import nn
 
 from wattwise.errors import ConfigError, ModelLoadError
-
-DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int64": torch.int64,
-    "int32": torch.int32,
-}
+from wattwise.models.inputs import dtype_named
 
 
 def is_factory_spec(spec: str) -> bool:
@@ -60,8 +53,12 @@ def build_from_factory(spec: str) -> nn.Module:
     return model.eval()
 
 
-def parse_input_spec(spec: str) -> list[tuple[tuple[int, ...], torch.dtype]]:
-    """'3,32,32' or '3,32,32:float32;16:int64' → per-input (shape without batch, dtype)."""
+def parse_input_spec(
+    spec: str, default_dtype: torch.dtype | None = torch.float32
+) -> list[tuple[tuple[int, ...], torch.dtype | None]]:
+    """'3,32,32' or '3,32,32:float32;16:int64' → per-input (shape without batch, dtype).
+
+    An input without ':dtype' gets `default_dtype` (None leaves the choice to the caller)."""
     inputs = []
     for part in spec.split(";"):
         shape_text, _, dtype_name = part.strip().partition(":")
@@ -73,8 +70,8 @@ def parse_input_spec(spec: str) -> list[tuple[tuple[int, ...], torch.dtype]]:
             ) from error
         if any(d <= 0 for d in shape):
             raise ConfigError(f"bad input shape {part!r}: every size must be positive")
-        dtype_name = dtype_name or "float32"
-        if dtype_name not in DTYPES:
-            raise ConfigError(f"unknown input dtype {dtype_name!r}: use one of {', '.join(DTYPES)}")
-        inputs.append((shape, DTYPES[dtype_name]))
+        if not dtype_name:
+            inputs.append((shape, default_dtype))
+            continue
+        inputs.append((shape, dtype_named(dtype_name, "input dtype")))
     return inputs

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from wattwise.errors import ConfigError, UnknownModelError
@@ -45,13 +46,20 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """Options that apply to user models: weights, input shape, data and its metric."""
+    """Options that apply to user models: weights, inputs, data and its metric.
+
+    `input_dtype` (float32, float16, bfloat16, int64, int32) is the dtype of inputs without a
+    ':dtype' in `input_shape` (default: int64 for a model that starts with an nn.Embedding,
+    else float32); `input_range` 'low,high' bounds random inputs (high excluded).
+    """
 
     weights: str | None = None
     input_shape: str | None = None
     data: str | None = None
     metric: str | None = None
     label_column: str = "label"
+    input_dtype: str | None = None
+    input_range: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Non-empty options, for recording in a variant manifest."""
@@ -133,8 +141,11 @@ def load_architecture(spec: str, options: ModelOptions | None = None) -> LoadedM
 
 
 def _load_builtin(name: str, options: ModelOptions, serving_only: bool = False) -> LoadedModel:
-    if options.weights or options.input_shape:
-        raise ConfigError(f"--weights/--input-shape do not apply to the built-in {name!r}")
+    if options.weights or options.input_shape or options.input_dtype or options.input_range:
+        raise ConfigError(
+            f"--weights/--input-shape/--input-dtype/--input-range do not apply to the built-in "
+            f"{name!r}"
+        )
     if name == "digits-cnn":
         from wattwise.models.digits import load_digits_cnn
 
@@ -168,23 +179,55 @@ def _load_huggingface(path: Path, options: ModelOptions, serving_only: bool = Fa
     return _text_model(str(path), module, tokenizer, "huggingface", record, not serving_only)
 
 
-def _user_task(options: ModelOptions, reference: nn.Module, sample_shape):
+def _user_task(options: ModelOptions, reference: nn.Module, sample_shape, input_dtype=None):
     import copy
 
+    from wattwise.models.inputs import check_token_ids
     from wattwise.tasks.user_data import load_user_task
 
     frozen = copy.deepcopy(reference).eval() if isinstance(reference, nn.Module) else reference
-    return load_user_task(
-        Path(options.data), options.metric or "accuracy", sample_shape, frozen, options.label_column
+    task = load_user_task(
+        Path(options.data),
+        options.metric or "accuracy",
+        sample_shape,
+        frozen,
+        options.label_column,
+        input_dtype,
     )
+    if isinstance(reference, nn.Module):
+        check_token_ids(reference, task.features, options.data)
+    return task
 
 
-def _input_shapes(options: ModelOptions, what: str):
+def _input_shapes(options: ModelOptions, what: str, module: nn.Module | None = None):
+    """Per-input (shape, dtype): ':dtype' in --input-shape, else --input-dtype, else the model's
+    (int64 after an input Embedding, float32 otherwise; see models.inputs)."""
     from wattwise.models.factory import parse_input_spec
 
     if not options.input_shape:
         raise ConfigError(f"{what} needs --input-shape (per-sample sizes, e.g. '3,32,32')")
-    return parse_input_spec(options.input_shape)
+    fallback = _declared_dtype(options, module)
+    return [
+        (shape, dtype or fallback)
+        for shape, dtype in parse_input_spec(options.input_shape, default_dtype=None)
+    ]
+
+
+def _declared_dtype(options: ModelOptions, module: nn.Module | None) -> torch.dtype:
+    from wattwise.models.inputs import dtype_named, resolve_input_dtype
+
+    declared = dtype_named(options.input_dtype) if options.input_dtype else None
+    if module is None:
+        return declared or torch.float32
+    return resolve_input_dtype(module, declared)
+
+
+def _random_task(module: nn.Module, shapes, options: ModelOptions):
+    from wattwise.models.inputs import random_input_range
+    from wattwise.tasks.user_data import random_input_task
+
+    value_range = random_input_range(module, shapes[0][1], options.input_range)
+    return random_input_task(module, shapes, value_range=value_range)
 
 
 def _load_factory(spec: str, options: ModelOptions) -> LoadedModel:
@@ -192,23 +235,26 @@ def _load_factory(spec: str, options: ModelOptions) -> LoadedModel:
 
     from wattwise.models.factory import build_from_factory
     from wattwise.models.weights import load_weights
-    from wattwise.tasks.user_data import random_input_task
 
     module = build_from_factory(spec)
     if options.weights:
         load_weights(module, Path(options.weights))
-    shapes = _input_shapes(options, f"factory {spec!r}")
-    if options.data:
-        task = _user_task(options, module, shapes[0][0])
+    if options.data and not options.input_shape:
+        # The data's own per-sample shape; the dtype follows the model (see models.inputs).
+        task = _user_task(options, module, None, _declared_dtype(options, module))
+        shapes = [(tuple(task.features.shape[1:]), task.features.dtype)]
     else:
-        task = random_input_task(copy.deepcopy(module).eval(), shapes)
+        shapes = _input_shapes(options, f"factory {spec!r}", module)
+        if options.data:
+            task = _user_task(options, module, shapes[0][0], shapes[0][1])
+        else:
+            task = _random_task(copy.deepcopy(module).eval(), shapes, options)
     record = {"spec": spec, **options.as_dict()}
     return LoadedModel(spec, module, task, "factory", record, {"input_shapes": shapes})
 
 
 def _load_onnx(path: Path, options: ModelOptions) -> LoadedModel:
     from wattwise.models.onnx_model import OnnxModule, validate_onnx
-    from wattwise.tasks.user_data import random_input_task
 
     if not path.is_file():
         raise UnknownModelError(f"ONNX file {path} not found; check the path")
@@ -222,9 +268,9 @@ def _load_onnx(path: Path, options: ModelOptions) -> LoadedModel:
             raise ConfigError(f"{path} has symbolic input sizes; pass --input-shape")
         shapes = [(tuple(shape[1:]), dtype) for shape, dtype in declared]
     if options.data:
-        task = _user_task(options, module, shapes[0][0])
+        task = _user_task(options, module, shapes[0][0], shapes[0][1])
     else:
-        task = random_input_task(module, shapes)
+        task = _random_task(module, shapes, options)
     return LoadedModel(
         str(path), module, task, "onnx", {"spec": str(path.resolve())}, {"input_shapes": shapes}
     )

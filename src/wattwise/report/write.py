@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from wattwise.compress.quantize_retry import LEFT_OUT_NOTE
 from wattwise.paths import atomic_write_text
 from wattwise.report import plots
 from wattwise.search.pareto import quality_axis
@@ -90,6 +91,8 @@ def _row(result, r: CandidateResult) -> list[str]:
         flags.append("needs " + " + ".join(["torch", *r.libraries]))
     if r.prior is not None:
         flags.append(f"probe predicted {r.prior:.2f}x")
+    if r.profile:
+        flags += [n for n in r.profile.get("notes", []) if n.startswith(LEFT_OUT_NOTE)]
     if r.status != "measured":
         return [r.label, r.status, "", "", _speed(r), "", "", "; ".join([*flags, r.reason])]
     key = str(result.batch_size)
@@ -253,7 +256,9 @@ def html_report(result) -> str:
     members = _members(result)
     budget = result.budget
     quality_of = lambda r: quality_axis(budget, r)  # noqa: E731
-    budget_line = -budget.threshold if budget.relative else budget.threshold
+    # On the quality axis higher is better: a drop and a lower-is-better metric are negated.
+    negated = budget.relative or not budget.higher_is_better
+    budget_line = -budget.threshold if negated else budget.threshold
     images = []
     if members:
         images.append(
@@ -261,11 +266,13 @@ def html_report(result) -> str:
                 plots.pareto_plot(
                     members,
                     result.front,
-                    f"{budget.metric}{' (negated drop)' if budget.relative else ''}",
+                    f"{budget.metric}{' drop, negated' if budget.relative else ''}"
+                    f"{' (negated)' if not budget.relative and not budget.higher_is_better else ''}",
                     f"{result.objective.name} cost, {result.objective.unit}",
                     quality_of,
                     result.chosen.id if result.chosen else None,
                     budget_line,
+                    f"budget {budget.text()}",
                 ),
                 "Pareto front",
             )

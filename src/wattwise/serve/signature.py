@@ -8,7 +8,8 @@ Decisions a client sees:
 - array models take their per-sample shape with leading size-1 axes dropped (a (1, 8, 8)
   input is sent as 8×8), in the units, range and scale their task's `request_format()` gives
   (digits-cnn: intensities 0–16, the scale of scikit-learn's `load_digits().images`, divided
-  by 16 as in training); other tasks take the model's own values.
+  by 16 as in training); other tasks take the model's own values, and models on token ids
+  integers within their input Embedding's rows.
 - text encoders take strings; outputs are their (normalized) embeddings.
 - classifiers (task metric "accuracy") return the arg-max label and softmax probabilities.
 """
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from wattwise.errors import ConfigError
+from wattwise.models.inputs import input_embedding
 from wattwise.models.registry import LoadedModel
 
 
@@ -86,18 +89,30 @@ def describe_model(loaded: LoadedModel) -> ModelSignature:
         raise ConfigError(f"{loaded.name} takes scalar samples; give it at least a 1-D input")
     dtype = "int64" if sample.dtype in (torch.int64, torch.int32) else "float32"
     classifier = getattr(task, "metric_name", None) == "accuracy"
+    value_min, value_max = request.value_min, request.value_max
+    if dtype == "int64" and value_min is None and value_max is None:
+        value_min, value_max = _token_id_range(loaded)
     return ModelSignature(
         loaded.name,
         "array",
         sample_shape,
         request_shape,
         dtype,
-        request.value_min,
-        request.value_max,
+        value_min,
+        value_max,
         request.input_scale,
         "classes" if classifier else "values",
         torch.as_tensor(request.example).reshape(request_shape).tolist(),
     )
+
+
+def _token_id_range(loaded: LoadedModel) -> tuple[float | None, float | None]:
+    """Ids 0..rows-1 of the model's input Embedding, so a bad id is a 422, not a replica crash.
+
+    The task's reference is the original PyTorch model even when the variant runs elsewhere."""
+    reference = getattr(loaded.task, "reference", None)
+    found = input_embedding(reference if isinstance(reference, nn.Module) else loaded.module)
+    return (0, found[1].num_embeddings - 1) if found else (None, None)
 
 
 def array_inputs(signature: ModelSignature, samples: list[Any]) -> tuple[torch.Tensor, ...]:

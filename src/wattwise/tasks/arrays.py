@@ -88,7 +88,8 @@ class ArrayTask(Task):
         )
 
     def describe_inputs(self) -> str:
-        return f"float tensor of shape (batch, {', '.join(map(str, self.features.shape[1:]))})"
+        dtype = str(self.features.dtype).removeprefix("torch.")
+        return f"{dtype} tensor of shape (batch, {', '.join(map(str, self.features.shape[1:]))})"
 
     def outputs(self, forward: Forward, split: str) -> torch.Tensor:
         """Model outputs on a whole split, in evaluation batches, without gradients."""

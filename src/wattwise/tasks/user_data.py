@@ -17,6 +17,7 @@ import torch
 from wattwise.errors import DataError
 from wattwise.tasks.arrays import ArrayTask
 from wattwise.tasks.base import Forward
+from wattwise.tasks.dtypes import input_tensor
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -77,8 +78,12 @@ def load_user_task(
     sample_shape: tuple[int, ...] | None = None,
     reference: Forward | None = None,
     label_column: str = "label",
+    input_dtype: torch.dtype | None = None,
 ) -> ArrayTask:
-    """An ArrayTask over a user's file, scored with `metric` (accuracy, mse or fidelity)."""
+    """An ArrayTask over a user's file, scored with `metric` (accuracy, mse or fidelity).
+
+    Inputs become `input_dtype` (None: float32); integer ids stay integers (see tasks.dtypes).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} not found; check the path")
@@ -95,7 +100,7 @@ def load_user_task(
         raise DataError(
             f"{path} has {len(inputs)} samples; give at least 10 (it is split 60/20/20)"
         )
-    features = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
+    features = input_tensor(inputs, input_dtype, str(path))
     if sample_shape:
         try:
             features = features.reshape((len(features), *sample_shape))
@@ -115,12 +120,16 @@ def load_user_task(
 
 
 def random_input_task(
-    reference: Forward, sample_shapes: list[tuple[tuple[int, ...], torch.dtype]], samples: int = 512
+    reference: Forward,
+    sample_shapes: list[tuple[tuple[int, ...], torch.dtype]],
+    samples: int = 512,
+    value_range: tuple[float, float] | None = None,
 ) -> ArrayTask:
     """Seeded random inputs scored by fidelity to the original model, for models without data.
 
-    Only single-input models; quality on random inputs says how closely a variant copies the
-    original, not how good it is on real data.
+    Floats are N(0, 1), or uniform in `value_range` [low, high); integers are uniform in
+    `value_range` (default [0, 100)). Only single-input models; quality on random inputs says
+    how closely a variant copies the original, not how good it is on real data.
     """
     if len(sample_shapes) != 1:
         raise DataError(
@@ -128,10 +137,15 @@ def random_input_task(
         )
     shape, dtype = sample_shapes[0]
     generator = torch.Generator().manual_seed(0)
-    if dtype.is_floating_point:
-        features = torch.randn((samples, *shape), generator=generator).to(dtype)
+    size = (samples, *shape)
+    if dtype.is_floating_point and value_range is None:
+        features = torch.randn(size, generator=generator).to(dtype)
+    elif dtype.is_floating_point:
+        low, high = value_range
+        features = (low + (high - low) * torch.rand(size, generator=generator)).to(dtype)
     else:
-        features = torch.randint(0, 100, (samples, *shape), generator=generator, dtype=dtype)
+        low, high = (int(v) for v in (value_range or (0, 100)))
+        features = torch.randint(low, high, size, generator=generator, dtype=dtype)
     task = ArrayTask("random-inputs", features, None, "fidelity", reference=reference)
     task.name = "random-inputs (fidelity to the original on seeded random inputs)"
     task.has_training_data = False

@@ -23,25 +23,36 @@ from wattwise.backends.onnx_quantize import (
     register_onnx_quantizer,
     selected_nodes,
 )
+from wattwise.compress.quantize_retry import left_out_report, quantize_leaving_out_breakers
 from wattwise.compress.steps.base import LayerSelection, Step, StepOutcome, register_step
 from wattwise.compress.steps.quantize_common import (
     require_cuda,
     resolve_implementation,
     selected_names,
 )
-from wattwise.compress.torch_quantize import quantize_with_record
 from wattwise.errors import ConfigError
 from wattwise.measure.size import size_note
 
 Implementation = Literal["auto", "torchao", "torch_ao", "onnxruntime"]
+# A quantized model runs one batch this size before it is kept (training data, never test).
+PROBE_BATCH = 2
 
 
 def torch_outcome(context, module: nn.Module, step: Step, record: dict, note: str) -> StepOutcome:
-    """Quantize in PyTorch from `record`; the outcome carries the rebuild record and sizes."""
+    """Quantize in PyTorch from `record`, leaving out layers that break the model when run
+    (see compress.quantize_retry); the outcome carries the rebuild record, sizes and what was
+    left out."""
     record = {"op": "quantize_torch", "layers": selected_names(module, step.layers), **record}
     record.setdefault("device", "cpu")
-    module, metrics = quantize_with_record(module, record)
-    return StepOutcome(module, rebuild=[record], notes=[note, size_note(metrics)], metrics=metrics)
+    probe = context.task.example_inputs(PROBE_BATCH, "train")
+    module, record, metrics, left_out = quantize_leaving_out_breakers(module, record, probe)
+    notes, left_out_metrics = left_out_report(left_out, kept=len(record["layers"]))
+    return StepOutcome(
+        module,
+        rebuild=[record],
+        notes=[note, size_note(metrics), *notes],
+        metrics={**metrics, **left_out_metrics},
+    )
 
 
 def apply_int8_dynamic(context, module: nn.Module, step: Int8Dynamic) -> StepOutcome:
