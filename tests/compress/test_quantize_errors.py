@@ -64,7 +64,7 @@ def test_fp8_cast_on_cpu_is_refused_with_an_alternative(tmp_path):
 
 
 def test_failure_during_export_leaves_previous_output_untouched(tmp_path, monkeypatch):
-    from wattwise.compress import onnx_quantize
+    from wattwise.backends import onnx_quantize
     from wattwise.compress.steps.quantize import Int8Dynamic
 
     out = tmp_path / "v"

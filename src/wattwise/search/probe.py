@@ -38,6 +38,8 @@ class Priors:
 
     Attributes:
         ratios: path → fp32 time ÷ the path's time, for one Linear layer of `shape`.
+        linear_share: the share of the model's FLOPs in its Linear layers (the part the
+            ratios speak for; a GRU's recurrent matmuls or a CNN's convolutions are not).
         shape: (rows, in_features, out_features) the layer was timed at.
         fp32_ms: fp32 eager milliseconds for that layer.
         failures: path → why it could not be timed here.
@@ -46,6 +48,7 @@ class Priors:
     """
 
     ratios: dict[str, float] = field(default_factory=dict)
+    linear_share: float = 1.0
     shape: tuple[int, int, int] = (0, 0, 0)
     fp32_ms: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
@@ -53,8 +56,12 @@ class Priors:
     isa_flags: list[str] = field(default_factory=list)
 
     def ratio(self, path: str, default: float = 1.0) -> float:
-        """The measured ratio of `path`, or `default` when it was not measured."""
-        return self.ratios.get(path, default)
+        """The model-level prior of `path`: its measured Linear ratio applied to the Linear
+        share of the work only (Amdahl: 1 / ((1 − f) + f / ratio)); `default` if unmeasured."""
+        if path not in self.ratios:
+            return default
+        share = min(max(self.linear_share, 0.0), 1.0)
+        return 1.0 / ((1.0 - share) + share / max(self.ratios[path], 1e-6))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -77,6 +84,23 @@ def rows_per_batch(inputs: tuple[torch.Tensor, ...]) -> int:
     if first.dim() == 2 and not first.is_floating_point():
         return int(first.shape[0] * first.shape[1])
     return int(first.shape[0])
+
+
+def linear_flop_share(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> float:
+    """Share of one sample's FLOPs spent in nn.Linear layers (1.0 when it cannot be counted)."""
+    from wattwise.measure.flops import count_flops
+
+    sample = tuple(t[:1] for t in inputs)
+    total = count_flops(module, sample)
+    rows = rows_per_batch(sample)
+    linear = sum(
+        2 * layer.in_features * layer.out_features * rows
+        for layer in module.modules()
+        if isinstance(layer, nn.Linear)
+    )
+    if not total or not linear:
+        return 1.0 if not total else 0.0
+    return min(1.0, linear / total)
 
 
 def _median_ms(run: Callable[[], object]) -> float:
@@ -163,6 +187,7 @@ def probe(
         priors.failures["all"] = "the model has no Linear layer to probe"
         priors.seconds = time.perf_counter() - started
         return priors
+    priors.linear_share = linear_flop_share(module, inputs)
     rows = min(rows_per_batch(inputs), MAX_ROWS)
     torch.manual_seed(0)
     layer = nn.Linear(*shape).eval()
