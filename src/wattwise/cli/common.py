@@ -26,6 +26,11 @@ DATA_OPTION = typer.Option(
     None, "--data", help="Your data: .csv, .npz or .jsonl of inputs and labels."
 )
 METRIC_OPTION = typer.Option(None, "--metric", help="Metric for --data: accuracy, mse or fidelity.")
+TRUST_CODE_OPTION = typer.Option(
+    False,
+    "--trust-code",
+    help="Allow a variant built from a module:factory to import and run that code.",
+)
 
 
 def quiet_for_json(as_json: bool) -> None:
@@ -55,6 +60,8 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def model_options(weights, input_shape, data, metric) -> ModelOptions:
+def model_options(weights, input_shape, data, metric, trust_code: bool = False) -> ModelOptions:
     """ModelOptions from the shared CLI flags."""
-    return ModelOptions(weights=weights, input_shape=input_shape, data=data, metric=metric)
+    return ModelOptions(
+        weights=weights, input_shape=input_shape, data=data, metric=metric, trust_code=trust_code
+    )

@@ -11,12 +11,14 @@ from wattwise.cli.common import (
     INPUT_SHAPE_OPTION,
     JSON_OPTION,
     METRIC_OPTION,
+    TRUST_CODE_OPTION,
     WEIGHTS_OPTION,
     model_options,
     parse_batch_sizes,
     print_json,
     quiet_for_json,
 )
+from wattwise.measure.energy import measured_scope
 from wattwise.measure.profile import Profile
 from wattwise.progress import result_console as console
 
@@ -36,6 +38,7 @@ def profile(
     input_shape: str = INPUT_SHAPE_OPTION,
     data: str = DATA_OPTION,
     metric: str = METRIC_OPTION,
+    trust_code: bool = TRUST_CODE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure what running MODEL costs: size, FLOPs, latency, throughput, memory, quality, energy, carbon."""
@@ -49,7 +52,7 @@ def profile(
         device,
         region,
         threads,
-        model_options(weights, input_shape, data, metric),
+        model_options(weights, input_shape, data, metric, trust_code),
         show_progress=not as_json,
     )
     if as_json:
@@ -64,7 +67,14 @@ def energy_label(p: Profile) -> str:
     """'measured (rapl)' or 'estimated (±60%)': shown next to every energy figure."""
     if p.energy_source == "estimate":
         return f"estimated ±{p.energy_uncertainty_pct:.0f}%"
-    return f"measured, {p.energy_source}"
+    return f"measured, {measured_scope(p.energy_source, p.energy_uncertainty_pct)}"
+
+
+def ci95_text(value: float, half_width: float | None) -> str:
+    """'95% CI 0.9531–0.9969' (the interval itself), or why there is none."""
+    if half_width is None or half_width != half_width:
+        return "no 95% CI (too few samples)"
+    return f"95% CI {value - half_width:.4f}–{value + half_width:.4f}"
 
 
 def profile_table(p: Profile) -> Table:
@@ -89,10 +99,10 @@ def profile_table(p: Profile) -> Table:
         )
     table.add_row("peak memory", f"{p.peak_memory_bytes / 1e6:.1f} MB", p.memory_source)
     for name, value in p.quality.items():
-        ci = p.quality_ci95.get(name)
-        band = f" ± {ci:.4f}" if ci and ci == ci else ""
         table.add_row(
-            name, f"{value:.4f}{band}", f"{p.quality_split} split, n={p.quality_samples}, 95% CI"
+            name,
+            f"{value:.4f}",
+            f"{p.quality_split} split, n={p.quality_samples}, {ci95_text(value, p.quality_ci95.get(name))}",
         )
     table.add_row(
         "energy / inference",

@@ -83,7 +83,8 @@ def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
                 f"batch {batch}."
             )
             break
-        variant = load_variant(result.variant_dir)
+        # Trusted: this search wrote these variants from the model the user named.
+        variant = load_variant(result.variant_dir, trust_code=True)
         test_profile = search.profile(variant, "test", profile_overrides(variant))
         reference = baseline_profile.quality
         met = search.budget.met(reference, test_profile.quality)
