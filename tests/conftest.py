@@ -1,4 +1,10 @@
-"""Test-wide set-up: private cache and home dirs, the `gpu` marker skip."""
+"""Test-wide set-up: private cache and home dirs, the `gpu` marker skip, xdist groups.
+
+Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) every test module stays on one
+worker (its module-scoped fixtures, such as a server or a search, are built once), and the
+modules that start Ray share one group so two Ray instances never start side by side. The
+digits-cnn model is trained once, before the workers start, into the cache they share.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +23,30 @@ os.makedirs(os.environ["HOME"], exist_ok=True)
 # Energy counters differ between machines; tests that need the estimate say so explicitly.
 
 
+# Modules that start many processes (a Ray instance, torchrun): one worker, one at a time.
+PROCESS_HEAVY_MODULES = ("tests/serve/test_server.py", "tests/train/test_distributed.py")
+
+
+def pytest_configure(config):
+    """With xdist, train digits-cnn once in the controller so the workers share the cache."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        from wattwise.models.digits import load_digits_cnn
+
+        load_digits_cnn()
+
+
+def _xdist_group(item) -> str:
+    path = item.nodeid.split("::")[0]
+    return "processes" if path in PROCESS_HEAVY_MODULES else path
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests when CUDA is not available."""
+    """Skip `gpu` tests without CUDA; give each test its xdist group (see the docstring)."""
     import torch
 
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (run on the GPU machine)")

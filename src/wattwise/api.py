@@ -25,13 +25,25 @@ def profile(
     timing: TimingSettings = TimingSettings(),
     show_progress: bool = False,
     wue_l_per_kwh: float | None = None,
+    trust_code: bool = False,
 ) -> Profile:
     """Load `model` (any spec `open_model` accepts, a variant included) and measure it; see `Profile`.
+
+    `trust_code=True` allows a variant built from a module:factory to import that code (the
+    same as `options=ModelOptions(trust_code=True)`, which compress and optimize take).
 
     Example:
         p = wattwise.profile("digits-cnn", batch_sizes=(1, 32), region="FR")
         print(p.throughput_per_s["32"], p.energy_j_per_1k, p.energy_source)
     """
+    if threads is not None and threads < 1:
+        from wattwise.errors import ConfigError
+
+        raise ConfigError(f"--threads must be ≥ 1, got {threads}")
+    if trust_code:
+        from dataclasses import replace
+
+        options = replace(options or ModelOptions(), trust_code=True)
     loaded = open_model(model, options)
     return profile_model(
         loaded,

@@ -45,3 +45,11 @@ class NoCandidateWithinBudgetError(WattwiseError):
     """optimize found no candidate within the quality budget (exit code 3, documented)."""
 
     exit_code = 3
+
+
+class ModelRunError(WattwiseError):
+    """A user's model that fails when run on inputs of the shape and dtype it was given."""
+
+
+class UntrustedCodeError(ModelLoadError):
+    """A variant whose source is a module:factory: loading it would import and run code."""

@@ -66,6 +66,32 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+def check_creatable_dir(path: Path) -> Path:
+    """Raise OutputPathError unless `path` is, or can become, a writable directory.
+
+    Creates nothing, so a command can check its output path before long work and still leave
+    nothing behind when it then fails on other input.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise OutputPathError(
+            f"cannot create output directory {path}: {existing} is a file; choose another path"
+        )
+    # A real probe, not os.access: root passes os.access everywhere, yet cannot write /proc or
+    # a read-only mount. The probe directory is removed at once.
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".wattwise-probe-"))
+    except OSError as error:
+        raise OutputPathError(
+            f"cannot create output directory {path}: {error.strerror} in {existing}; "
+            "choose a writable path"
+        ) from error
+    return path
+
+
 @contextmanager
 def atomic_directory(target: Path, overwrite: bool = True):
     """Yield a temp directory beside `target`; on success it replaces `target` by rename.
@@ -78,7 +104,12 @@ def atomic_directory(target: Path, overwrite: bool = True):
         raise OutputPathError(f"{target} exists; remove it or pass a new output path")
     if target.exists() and not target.is_dir():
         raise OutputPathError(f"{target} exists and is not a directory; choose another path")
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp"))
+    except OSError as error:
+        raise OutputPathError(
+            f"cannot write {target}: {error.strerror}; choose a writable path"
+        ) from error
     os.chmod(staging, _default_mode(directory=True))
     try:
         yield staging

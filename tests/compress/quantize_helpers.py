@@ -42,7 +42,7 @@ def compress_and_reload(
         measure_steps=False,
         show_progress=False,
     )
-    load_variant(output, check_outputs=True)
+    load_variant(output, check_outputs=True, trust_code=True)
     return variant
 
 

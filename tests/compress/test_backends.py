@@ -44,7 +44,7 @@ def test_issue_recipe_on_digits_from_the_cli_then_profile_and_reload(tmp_path):
     profile = run_json("profile", str(out), "--batch-sizes", "8")
     assert profile["size_bytes"] == manifest["profile"]["size_bytes"]
     assert profile["quality"]["accuracy"] >= 0.95
-    reloaded = load_variant(out, check_outputs=True)
+    reloaded = load_variant(out, check_outputs=True, trust_code=True)
     assert isinstance(reloaded.module, OnnxModule)
 
 

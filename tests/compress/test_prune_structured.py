@@ -40,14 +40,14 @@ def test_structured_variant_reloads_identically_without_torch_pruning(digits, tm
     steps = [{"prune": {"method": "structured", "sparsity": 0.4, "importance": "l1"}}]
     run = run_steps(digits, steps)
     save_unprofiled(run, steps, tmp_path / "v")
-    reloaded = load_variant(tmp_path / "v", check_outputs=True)
+    reloaded = load_variant(tmp_path / "v", check_outputs=True, trust_code=True)
     assert [p.shape for p in reloaded.module.parameters()] == [
         p.shape for p in run.module.parameters()
     ]
     # A fresh process rebuilds the variant from its records alone: torch-pruning stays unloaded.
     script = (
         "import sys, wattwise.compress.variant as v; "
-        f"v.load_variant({str(tmp_path / 'v')!r}, check_outputs=True); "
+        f"v.load_variant({str(tmp_path / 'v')!r}, check_outputs=True, trust_code=True); "
         "print('torch_pruning' in sys.modules)"
     )
     done = subprocess.run(
@@ -157,4 +157,4 @@ def test_minilm_prunes_heads_and_mlp_but_keeps_384_wide_embeddings(tmp_path):
     assert embeddings.shape == (4, 384)
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(4), atol=1e-4)
     save_unprofiled(run, steps, tmp_path / "v")
-    load_variant(tmp_path / "v", check_outputs=True)
+    load_variant(tmp_path / "v", check_outputs=True, trust_code=True)

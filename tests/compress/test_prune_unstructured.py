@@ -34,7 +34,7 @@ def test_global_unstructured_sparsity_is_exact_and_permanent(digits, tmp_path):
     (report,) = run.reports
     assert report.metrics["sparsity"] == pytest.approx(zeros / total)
     save_unprofiled(run, steps, tmp_path / "v")
-    reloaded = load_variant(tmp_path / "v", check_outputs=True)
+    reloaded = load_variant(tmp_path / "v", check_outputs=True, trust_code=True)
     assert sum(int((w == 0).sum()) for w in _pruned_weights(reloaded.module)) == zeros
 
 
@@ -101,4 +101,4 @@ def test_2_4_on_cuda_halves_weights_and_reloads_identically(tmp_path):
     quality = loaded.task.evaluate(run.module, "val")
     assert quality.metrics["recall@10"] > 0.3  # a working encoder, before any distillation
     save_unprofiled(run, steps, tmp_path / "v")
-    load_variant(tmp_path / "v", check_outputs=True)
+    load_variant(tmp_path / "v", check_outputs=True, trust_code=True)

@@ -29,6 +29,11 @@ def test_rapl_uses_package_domains_only_and_handles_wraparound(tmp_path):
     reading = source.stop(token)
     assert reading.energy_j == pytest.approx((1_000_000 - 999_000 + 1000) / 1e6)
     assert reading.source == "rapl" and not reading.is_estimate
+    # Its documented band, and what it counts: the whole package, shared with other processes.
+    assert reading.uncertainty_pct == 10
+    assert "whole CPU package" in reading.method and "shared" in reading.method
+    label = format_energy(reading.energy_j, reading.source, reading.uncertainty_pct)
+    assert "measured, rapl ±10%, whole package, shared" in label
 
 
 def test_estimate_says_it_is_an_estimate():

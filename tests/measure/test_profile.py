@@ -113,4 +113,6 @@ def test_energy_source_is_nvml_on_cuda():
         "digits-cnn", batch_sizes=(1, 256), device="cuda", timing=QUICK_TIMING
     )
     assert profile.energy_source == "nvml"
-    assert profile.energy_uncertainty_pct == 0
+    # NVIDIA's documented ±5%, and the counter covers the whole GPU, shared with others.
+    assert profile.energy_uncertainty_pct == 5
+    assert "whole device" in profile.energy_method and "shared" in profile.energy_method

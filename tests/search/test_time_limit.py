@@ -68,7 +68,8 @@ def test_original_cheapest_is_chosen_with_exit_0_and_says_so(tmp_path):
     assert result.exit_code == 0 and result.chosen.id == "original"
     assert "the original is the cheapest within budget" in result.outcome.lower()
     assert f"at batch {16}" in result.outcome
-    kept = open_model(result.chosen_variant)  # a real variant directory: loads and runs
+    # A real variant directory: loads and runs (built from a factory: this test trusts it).
+    kept = open_model(result.chosen_variant, ModelOptions(trust_code=True))
     assert kept.kind == "variant"
     assert "nothing to gain" in (tmp_path / "report" / "report.md").read_text()
 

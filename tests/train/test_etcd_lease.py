@@ -10,16 +10,17 @@ from wattwise.train.lease import EtcdLease, LeaseKeeper, LeaseUnavailableError
 
 
 def test_etcd_lease_expires_without_renewal_and_the_next_holder_gets_a_newer_epoch(etcd_endpoint):
-    first = EtcdLease([etcd_endpoint], key="/test/primary", ttl_s=1, holder="first")
-    second = EtcdLease([etcd_endpoint], key="/test/primary", ttl_s=1, holder="second")
+    # TTL 3 s, renewed every 1 s: a renewal thread delayed by a busy machine still keeps it.
+    first = EtcdLease([etcd_endpoint], key="/test/primary", ttl_s=3, holder="first")
+    second = EtcdLease([etcd_endpoint], key="/test/primary", ttl_s=3, holder="second")
     epoch = first.try_acquire()
     assert epoch is not None and epoch > 0
     assert second.try_acquire() is None  # held: create-if-absent fails
     keeper = LeaseKeeper(first, epoch)  # renews every TTL/3
-    time.sleep(1.6)
+    time.sleep(4.0)  # longer than one TTL
     assert second.try_acquire() is None  # still held thanks to the renewals
     keeper.stop(release=False)  # the primary dies without releasing
-    deadline = time.monotonic() + 6
+    deadline = time.monotonic() + 60  # only catches a lease that never expires
     taken = None
     while taken is None and time.monotonic() < deadline:
         taken = second.try_acquire()

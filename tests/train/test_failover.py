@@ -82,13 +82,14 @@ def test_fenced_old_primary_stops_before_writing(tmp_path):
 
 
 def test_file_lease_gives_a_new_epoch_only_after_expiry_and_fences_the_old_holder(tmp_path):
-    first = FileLease(tmp_path, ttl_s=0.5, holder="first")
-    second = FileLease(tmp_path, ttl_s=0.5, holder="second")
+    # TTL 3 s: a busy machine pausing this test for a moment must not expire it early.
+    first = FileLease(tmp_path, ttl_s=3, holder="first")
+    second = FileLease(tmp_path, ttl_s=3, holder="second")
     epoch = first.try_acquire()
     assert epoch == 1
     assert second.try_acquire() is None  # held
     assert first.renew(epoch)
-    time.sleep(0.6)
+    time.sleep(3.2)
     assert second.try_acquire() == 2  # expired: taken with a newer epoch
     assert not first.renew(epoch)  # the old holder learns it is fenced
     assert first.current_epoch() == 2

@@ -1,7 +1,8 @@
 """The `wattwise` command line. Each `*_command.py` module in this package adds commands.
 
 Errors from the WattwiseError family print as one line on stderr and exit with their code
-(2 for bad input, 3 when optimize finds nothing within budget); never a traceback.
+(2 for bad input, 3 when optimize finds nothing within budget); never a traceback. Anything
+else prints one line naming a log file with the traceback and exits 1 (see `failures.py`).
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 (the last resort: one line + a log, never a traceback)
         # Usage errors from typer's click (bad option, missing argument): show them, exit 2.
         if hasattr(error, "show") and hasattr(error, "exit_code"):
             error.show()
             sys.exit(2)
-        raise
+        from wattwise.cli.failures import report_unexpected
+
+        sys.exit(report_unexpected(error))

@@ -38,6 +38,11 @@ DATA_OPTION = typer.Option(
     None, "--data", help="Your data: .csv, .npz or .jsonl of inputs and labels."
 )
 METRIC_OPTION = typer.Option(None, "--metric", help="Metric for --data: accuracy, mse or fidelity.")
+TRUST_CODE_OPTION = typer.Option(
+    False,
+    "--trust-code",
+    help="Allow a variant built from a module:factory to import and run that code.",
+)
 
 
 def quiet_for_json(as_json: bool) -> None:
@@ -68,7 +73,13 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def model_options(
-    weights, input_shape, data, metric, input_dtype=None, input_range=None
+    weights,
+    input_shape,
+    data,
+    metric,
+    input_dtype=None,
+    input_range=None,
+    trust_code: bool = False,
 ) -> ModelOptions:
     """ModelOptions from the shared CLI flags."""
     return ModelOptions(
@@ -78,4 +89,5 @@ def model_options(
         metric=metric,
         input_dtype=input_dtype,
         input_range=input_range,
+        trust_code=trust_code,
     )

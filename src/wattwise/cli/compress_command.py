@@ -14,6 +14,7 @@ from wattwise.cli.common import (
     INPUT_SHAPE_OPTION,
     JSON_OPTION,
     METRIC_OPTION,
+    TRUST_CODE_OPTION,
     WEIGHTS_OPTION,
     model_options,
     parse_batch_sizes,
@@ -40,6 +41,7 @@ def compress(
     input_range: str = INPUT_RANGE_OPTION,
     data: str = DATA_OPTION,
     metric: str = METRIC_OPTION,
+    trust_code: bool = TRUST_CODE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Apply a recipe to MODEL and save the result as a variant directory (atomically)."""
@@ -58,7 +60,9 @@ def compress(
         batch_sizes=sizes,
         region=region,
         show_progress=not as_json,
-        options=model_options(weights, input_shape, data, metric, input_dtype, input_range),
+        options=model_options(
+            weights, input_shape, data, metric, input_dtype, input_range, trust_code
+        ),
     )
     if as_json:
         print_json({"path": str(variant.path), "manifest": variant.manifest})

@@ -13,6 +13,7 @@ from wattwise.cli.common import (
     INPUT_SHAPE_OPTION,
     JSON_OPTION,
     METRIC_OPTION,
+    TRUST_CODE_OPTION,
     WEIGHTS_OPTION,
     model_options,
     print_json,
@@ -59,6 +60,7 @@ def optimize(
     input_range: str = INPUT_RANGE_OPTION,
     data: str = DATA_OPTION,
     metric: str = METRIC_OPTION,
+    trust_code: bool = TRUST_CODE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Find the cheapest variant within a quality budget; write report and chosen variant.
@@ -76,12 +78,14 @@ def optimize(
         batch_size=batch_size,
         device=device,
         space=space,
-        time_limit_s=parse_duration(time_limit),
+        time_limit_s=parse_duration(time_limit, "--time-limit"),
         out=out,
         resume=resume,
         seed=seed,
         region=region,
-        options=model_options(weights, input_shape, data, metric, input_dtype, input_range),
+        options=model_options(
+            weights, input_shape, data, metric, input_dtype, input_range, trust_code
+        ),
         workload=workload,
         started_unix=psutil.Process().create_time(),  # start-up counts against the limit
     )

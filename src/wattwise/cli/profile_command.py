@@ -13,12 +13,14 @@ from wattwise.cli.common import (
     INPUT_SHAPE_OPTION,
     JSON_OPTION,
     METRIC_OPTION,
+    TRUST_CODE_OPTION,
     WEIGHTS_OPTION,
     model_options,
     parse_batch_sizes,
     print_json,
     quiet_for_json,
 )
+from wattwise.measure.energy import measured_scope
 from wattwise.measure.profile import Profile
 from wattwise.progress import result_console as console
 
@@ -43,6 +45,7 @@ def profile(
     input_range: str = INPUT_RANGE_OPTION,
     data: str = DATA_OPTION,
     metric: str = METRIC_OPTION,
+    trust_code: bool = TRUST_CODE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure what running MODEL costs: size, FLOPs, latency, throughput, memory, quality, energy, carbon."""
@@ -56,7 +59,7 @@ def profile(
         device,
         region,
         threads,
-        model_options(weights, input_shape, data, metric, input_dtype, input_range),
+        model_options(weights, input_shape, data, metric, input_dtype, input_range, trust_code),
         show_progress=not as_json,
         wue_l_per_kwh=wue,
     )
@@ -72,7 +75,14 @@ def energy_label(p: Profile) -> str:
     """'measured (rapl)' or 'estimated (±60%)': shown next to every energy figure."""
     if p.energy_source == "estimate":
         return f"estimated ±{p.energy_uncertainty_pct:.0f}%"
-    return f"measured, {p.energy_source}"
+    return f"measured, {measured_scope(p.energy_source, p.energy_uncertainty_pct)}"
+
+
+def ci95_text(value: float, half_width: float | None) -> str:
+    """'95% CI 0.9531–0.9969' (the interval itself), or why there is none."""
+    if half_width is None or half_width != half_width:
+        return "no 95% CI (too few samples)"
+    return f"95% CI {value - half_width:.4f}–{value + half_width:.4f}"
 
 
 def profile_table(p: Profile) -> Table:
@@ -97,10 +107,10 @@ def profile_table(p: Profile) -> Table:
         )
     table.add_row("peak memory", f"{p.peak_memory_bytes / 1e6:.1f} MB", p.memory_source)
     for name, value in p.quality.items():
-        ci = p.quality_ci95.get(name)
-        band = f" ± {ci:.4f}" if ci and ci == ci else ""
         table.add_row(
-            name, f"{value:.4f}{band}", f"{p.quality_split} split, n={p.quality_samples}, 95% CI"
+            name,
+            f"{value:.4f}",
+            f"{p.quality_split} split, n={p.quality_samples}, {ci95_text(value, p.quality_ci95.get(name))}",
         )
     table.add_row(
         "energy / inference",

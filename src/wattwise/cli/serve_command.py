@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import JSON_OPTION, print_json, quiet_for_json
+from wattwise.cli.common import JSON_OPTION, TRUST_CODE_OPTION, print_json, quiet_for_json
 from wattwise.progress import info
 from wattwise.progress import result_console as console
 
@@ -80,10 +80,16 @@ def serve(
     downscale_delay_s: float = typer.Option(
         None, "--downscale-delay-s", help="Autoscaling: load below target this long removes one."
     ),
+    trust_code: bool = TRUST_CODE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve MODEL over HTTP on Ray Serve replicas until SIGTERM or Ctrl-C (then drain and stop)."""
-    from wattwise.serve.server import run_until_signalled, start_server, swap_model
+    from wattwise.serve.server import (
+        model_signature,
+        run_until_signalled,
+        start_server,
+        swap_model,
+    )
     from wattwise.serve.settings import ServeSettings
 
     quiet_for_json(as_json)
@@ -96,8 +102,10 @@ def serve(
         else:
             console.print(f"now serving {signature.model} (every replica ready)")
         return
+    # A model that cannot load fails before anything is printed or started.
+    signature = model_signature(settings)
     info(f"starting Ray and {settings.replicas} replica(s) of {model} ...")
-    server = start_server(settings)
+    server = start_server(settings, signature)
     ready = {
         "url": server.url,
         "ray_address": server.ray_address,

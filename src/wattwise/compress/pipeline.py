@@ -21,6 +21,7 @@ from wattwise.measure.flops import count_flops
 from wattwise.measure.latency import QUICK_TIMING, LatencyStats, time_forward
 from wattwise.measure.size import parameter_count, serialized_size_bytes
 from wattwise.models.registry import LoadedModel
+from wattwise.paths import check_creatable_dir
 from wattwise.progress import info
 
 
@@ -109,6 +110,7 @@ def compress(
     Returns the saved `Variant`. Example:
         wattwise.compress("minilm", "recipe.yaml", "out/")
     """
+    check_creatable_dir(Path(output))  # before any work: a bad output path fails at once
     loaded = model if isinstance(model, LoadedModel) else open_model(model, options)
     if isinstance(recipe, (str, Path)):
         recipe = Recipe.from_yaml(recipe)

@@ -67,6 +67,7 @@ class Recipe:
         if not isinstance(steps_data, list):
             raise ConfigError("recipe 'steps' must be a list of one-key mappings")
         steps = [parse_step(entry) for entry in steps_data]
+        check_no_conflicting_repeats(steps)
         backend_data = data.get("backend", "eager")
         if isinstance(backend_data, str):
             backend_data = {"name": backend_data}
@@ -124,6 +125,24 @@ class Recipe:
                     "applies at export; move it before that quantize step"
                 )
             seen_deferred = seen_deferred or deferred
+
+
+def check_no_conflicting_repeats(steps: list[Step]) -> None:
+    """The same step named twice with different settings is ambiguous: ConfigError naming both.
+
+    "The same step" is the same kind and method (prune unstructured twice), and any two
+    quantize or cast steps (a model has one number format).
+    """
+    seen: dict[tuple, dict] = {}
+    for step in steps:
+        ((kind, settings),) = step.to_yaml_dict().items()
+        key = (kind,) if kind in ("quantize", "cast") else (kind, settings.get("method"))
+        if key in seen and seen[key] != settings:
+            raise ConfigError(
+                f"recipe names step {kind!r} twice with conflicting settings ({seen[key]} and "
+                f"{settings}); give it once with the settings you want"
+            )
+        seen.setdefault(key, settings)
 
 
 def step_is_deferred(step: Step, backend: str) -> bool:

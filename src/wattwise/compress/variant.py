@@ -219,9 +219,16 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise VariantIntegrityError(
             f"{manifest_path} is not valid JSON; recreate the variant"
         ) from error
+    if not isinstance(manifest, dict):
+        raise VariantIntegrityError(f"{manifest_path} is not a JSON object; recreate the variant")
     if manifest.get("format") != FORMAT_VERSION:
         raise VariantIntegrityError(
             f"{path}: variant format {manifest.get('format')} is not {FORMAT_VERSION}; recreate it"
+        )
+    files, backend = manifest.get("files"), manifest.get("backend")
+    if not isinstance(files, dict) or not isinstance(backend, dict) or "name" not in backend:
+        raise VariantIntegrityError(
+            f"{manifest_path} lacks its 'files' or 'backend' record; recreate the variant"
         )
     return manifest
 
@@ -230,6 +237,10 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
     """Check every listed file's size and sha256; raise VariantIntegrityError on a mismatch."""
     for name, expected in manifest["files"].items():
         file = Path(path) / name
+        if not isinstance(expected, dict) or not {"bytes", "sha256"} <= expected.keys():
+            raise VariantIntegrityError(
+                f"{MANIFEST} in {path} has no size/sha256 for {name}; recreate the variant"
+            )
         if not file.is_file():
             raise VariantIntegrityError(f"variant file {file} is missing; recreate the variant")
         if file.stat().st_size != expected["bytes"] or sha256_file(file) != expected["sha256"]:
@@ -240,26 +251,42 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def load_variant(
-    path: str | Path, check_outputs: bool = False, serving_only: bool = False
+    path: str | Path,
+    check_outputs: bool = False,
+    serving_only: bool = False,
+    trust_code: bool = False,
 ) -> LoadedModel:
     """A runnable model from a variant directory, after verifying every file's hash.
 
     With `check_outputs`, also re-runs the saved probe inputs and requires bit-identical outputs.
     With `serving_only`, the source model is built without its trained weights
     (`load_architecture`): what a server replica loads; the task can feed, not score, a text model.
+    A variant made from a `module:factory` model imports that module to rebuild it: refused
+    unless `trust_code` (the CLI's `--trust-code`), since anyone can write a variant.json.
     Example:
         loaded = wattwise.load_variant("out/"); loaded.module(*loaded.task.example_inputs(8))
     """
     path = Path(path)
     manifest = read_manifest(path)
     verify_files(path, manifest)
-    source_record = dict(manifest["source"])
-    source_kind = source_record.pop("kind")
-    spec = source_record.pop("spec")
+    source_record, source_kind, spec = _source_of(path, manifest, trust_code)
+    try:
+        options = ModelOptions(**source_record, trust_code=trust_code)
+    except TypeError as error:
+        raise VariantIntegrityError(
+            f"{path / MANIFEST} has an unknown source field ({error}); recreate the variant"
+        ) from error
     load_source = load_architecture if serving_only else load_model
-    source = load_source(spec, ModelOptions(**source_record))
+    source = load_source(spec, options)
     backend = get_backend(manifest["backend"]["name"])
-    module = backend.load(path, manifest, source).eval()
+    try:
+        module = backend.load(path, manifest, source).eval()
+    except (KeyError, TypeError, IndexError) as error:
+        # A hand-edited or damaged variant.json (a record missing or of the wrong type).
+        raise VariantIntegrityError(
+            f"{path / MANIFEST} has a damaged record ({type(error).__name__}: {error}); "
+            "recreate the variant"
+        ) from error
     loaded = LoadedModel(
         str(path),
         module,
@@ -293,7 +320,8 @@ def open_model(
     if isinstance(spec, LoadedModel):
         return spec
     if is_variant_directory(spec):
-        return load_variant(spec, serving_only=serving_only)
+        trust_code = bool(options and options.trust_code)
+        return load_variant(spec, serving_only=serving_only, trust_code=trust_code)
     return load_model(spec, options, serving_only)
 
 
@@ -303,6 +331,27 @@ def profile_overrides(loaded: LoadedModel) -> ProfileOverrides | None:
     if not manifest:
         return None
     return ProfileOverrides.from_dict(manifest.get("profile_overrides", {}))
+
+
+def _source_of(path: Path, manifest: dict[str, Any], trust_code: bool):
+    """(options record, kind, spec) of the variant's source; refuses untrusted factory code."""
+    from wattwise.errors import UntrustedCodeError
+    from wattwise.models.factory import is_factory_spec
+
+    record = manifest.get("source")
+    if not isinstance(record, dict) or not isinstance(record.get("spec"), str):
+        raise VariantIntegrityError(
+            f"{path / MANIFEST} has no source model spec; recreate the variant"
+        )
+    record = dict(record)
+    kind, spec = record.pop("kind", None), record.pop("spec")
+    if (kind == "factory" or is_factory_spec(spec)) and not trust_code:
+        raise UntrustedCodeError(
+            f"variant {path} is built from the Python factory {spec!r}: loading it imports and "
+            "runs that code; pass --trust-code (trust_code=True in Python) only if you trust "
+            "where this variant came from"
+        )
+    return record, kind, spec
 
 
 def outputs_match_probe(loaded: LoadedModel, path: Path) -> None:

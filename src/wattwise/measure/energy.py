@@ -1,7 +1,8 @@
 """Energy sources behind one small protocol: NVML, RAPL, or a stated estimate.
 
-Every source says which it is (`name`) and how uncertain it is (`uncertainty_pct`, 0 for a
-hardware counter). Callers open a window with `start()` and close it with `stop(token)`; they
+Every source says which it is (`name`), how uncertain it is (`uncertainty_pct`: the band its
+vendor or the literature documents; docs/energy.md) and what it counts (`method`: the hardware
+counters count the whole device or package, shared with every other process on it). Callers open a window with `start()` and close it with `stop(token)`; they
 never care which source is present (the idea of zeus's `begin_window`/`end_window`).
 """
 
@@ -23,6 +24,15 @@ RAPL_ROOT = Path("/sys/class/powercap")
 WATTS_PER_BUSY_CORE = 3.5
 WATTS_PER_GB_RESIDENT = 0.392
 ESTIMATE_UNCERTAINTY_PCT = 60.0
+# NVIDIA documents board power readings as accurate to ±5% (nvidia-smi / NVML documentation,
+# "power.draw"); the energy counter integrates that reading.
+NVML_UNCERTAINTY_PCT = 5.0
+# RAPL is a model inside the CPU, not a meter: within a few percent of plug power on Intel
+# Haswell and later (Hackenberg et al., "An Energy Efficiency Feature Survey of the Intel
+# Haswell Processor", 2015), looser on AMD Zen (Schöne et al., "Energy Efficiency Aspects of
+# the AMD Zen 2 Architecture", 2021). ±10% covers both; see docs/energy.md.
+RAPL_UNCERTAINTY_PCT = 10.0
+SHARED_DEVICE_NOTE = "shared with every other process on it"
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,7 @@ class EnergyReading:
         energy_j: joules consumed in the window (measured or estimated, see `source`).
         duration_s: wall-clock seconds of the window.
         source: "nvml", "rapl" or "estimate".
-        uncertainty_pct: ± band in percent; 0 for a hardware counter's own reading.
+        uncertainty_pct: ± band in percent (NVML 5, RAPL 10, estimate 60; docs/energy.md).
         method: one sentence on how the figure was obtained.
     """
 
@@ -67,8 +77,11 @@ class NvmlEnergy:
     """The GPU's total-energy counter (NVML, millijoules since driver load), summed over GPUs."""
 
     name = "nvml"
-    uncertainty_pct = 0.0
-    method = "NVML total-energy counter of the GPU(s), difference over the window"
+    uncertainty_pct = NVML_UNCERTAINTY_PCT
+    method = (
+        "NVML total-energy counter of the GPU(s), difference over the window: the whole "
+        f"device, {SHARED_DEVICE_NOTE}; ±{NVML_UNCERTAINTY_PCT:.0f}% (NVIDIA's power accuracy)"
+    )
 
     def __init__(self, device_indices: list[int] | None = None) -> None:
         import pynvml
@@ -121,8 +134,11 @@ class RaplEnergy:
     """CPU package energy from /sys/class/powercap (Intel RAPL, also on AMD Zen)."""
 
     name = "rapl"
-    uncertainty_pct = 0.0
-    method = "RAPL package-domain energy counters (/sys/class/powercap), whole CPU package"
+    uncertainty_pct = RAPL_UNCERTAINTY_PCT
+    method = (
+        "RAPL package-domain energy counters (/sys/class/powercap): the whole CPU package, "
+        f"{SHARED_DEVICE_NOTE}; ±{RAPL_UNCERTAINTY_PCT:.0f}% (RAPL is the CPU's own model)"
+    )
 
     def __init__(self, domains: list[Path] | None = None) -> None:
         self._domains = domains if domains is not None else rapl_package_domains()
@@ -210,4 +226,10 @@ def format_energy(value_j: float, reading_source: str, uncertainty_pct: float) -
     text = f"{value_j:.4g} J"
     if reading_source == "estimate":
         return f"{text} (estimated ±{uncertainty_pct:.0f}%)"
-    return f"{text} (measured, {reading_source})"
+    return f"{text} (measured, {measured_scope(reading_source, uncertainty_pct)})"
+
+
+def measured_scope(reading_source: str, uncertainty_pct: float) -> str:
+    """'rapl ±10%, whole package, shared' for a hardware counter's figure."""
+    scope = "whole device" if reading_source == "nvml" else "whole package"
+    return f"{reading_source} ±{uncertainty_pct:.0f}%, {scope}, shared"

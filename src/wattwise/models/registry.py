@@ -60,10 +60,15 @@ class ModelOptions:
     label_column: str = "label"
     input_dtype: str | None = None
     input_range: str | None = None
+    # Loading a variant whose source is a module:factory imports and runs that code: only with
+    # this set (`--trust-code`), as Hugging Face's `trust_remote_code`.
+    trust_code: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        """Non-empty options, for recording in a variant manifest."""
-        return {k: v for k, v in self.__dict__.items() if v not in (None, "label")}
+        """Non-empty options, for recording in a variant manifest (never `trust_code`)."""
+        return {
+            k: v for k, v in self.__dict__.items() if v not in (None, "label") and k != "trust_code"
+        }
 
 
 def load_model(
@@ -88,11 +93,11 @@ def load_model(
     if path.is_dir() and (path / "config.json").is_file():
         return _load_huggingface(path, options, serving_only)
     if path.suffix.lower() == ".onnx":
-        return _load_onnx(path, options)
+        return _checked(_load_onnx(path, options), options)
     from wattwise.models.factory import is_factory_spec
 
     if is_factory_spec(spec):
-        return _load_factory(spec, options)
+        return _checked(_load_factory(spec, options), options)
     if path.is_dir():
         raise UnknownModelError(
             f"{spec} is a directory without variant.json or config.json; pass a variant or "
@@ -152,6 +157,7 @@ def _load_builtin(name: str, options: ModelOptions, serving_only: bool = False) 
         module, task = load_digits_cnn()
         if options.data:
             task = _user_task(options, module, (1, 8, 8))
+            return _checked(LoadedModel(name, module, task, "builtin", {"spec": name}), options)
         return LoadedModel(name, module, task, "builtin", {"spec": name})
     from wattwise.models.text_encoder import load_hf_encoder, minilm_directory
 
@@ -169,6 +175,18 @@ def _text_model(name, module, tokenizer, kind, spec, with_reference: bool = True
     reference = copy.deepcopy(module).eval() if with_reference else None
     task = TextEncoderTask(tokenizer, reference)
     return LoadedModel(name, module, task, kind, spec, {"tokenizer": tokenizer})
+
+
+def _checked(loaded: LoadedModel, options: ModelOptions) -> LoadedModel:
+    """Run the user's model once on a small batch; a failure becomes one ModelRunError line."""
+    from wattwise.models.run_check import check_model_runs
+
+    if options.data:
+        fix = f"check that each sample in {options.data} has the values the model's forward expects"
+    else:
+        fix = "check --input-shape (sizes per sample, e.g. '64') matches the model's first layer"
+    check_model_runs(loaded.name, loaded.module, loaded.task, fix)
+    return loaded
 
 
 def _load_huggingface(path: Path, options: ModelOptions, serving_only: bool = False) -> LoadedModel:

@@ -82,7 +82,10 @@ def load_hf_encoder(directory: Path, with_weights: bool = True):
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         if with_weights:
-            transformer = AutoModel.from_pretrained(directory, local_files_only=True)
+            # safetensors only: a pickled pytorch_model.bin could run code on load.
+            transformer = AutoModel.from_pretrained(
+                directory, local_files_only=True, use_safetensors=True
+            )
         else:
             from transformers.initialization import no_init_weights
 
@@ -92,7 +95,7 @@ def load_hf_encoder(directory: Path, with_weights: bool = True):
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(
             f"cannot load Hugging Face model from {directory}: {str(error).splitlines()[0]}; "
-            "the directory needs config.json, weights and tokenizer files"
+            "the directory needs config.json, model.safetensors and tokenizer files"
         ) from error
     transformer.eval()
     input_names = tuple(

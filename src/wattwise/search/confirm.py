@@ -86,7 +86,8 @@ def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
         if found.baseline_profile is None:
             found.baseline_profile = search.profile(original, "test")
         baseline_profile = found.baseline_profile
-        variant = load_variant(result.variant_dir)
+        # Trusted: this search wrote these variants from the model the user named.
+        variant = load_variant(result.variant_dir, trust_code=True)
         test_profile = search.profile(variant, "test", profile_overrides(variant))
         reference = baseline_profile.quality
         met = search.budget.met(reference, test_profile.quality)

@@ -17,7 +17,7 @@ from pathlib import Path
 from wattwise.compress.variant import copy_variant, open_model
 from wattwise.errors import ConfigError
 from wattwise.models.registry import LoadedModel, ModelOptions
-from wattwise.paths import ensure_writable_dir
+from wattwise.paths import check_creatable_dir, ensure_writable_dir
 from wattwise.progress import info
 from wattwise.search.budget import default_budget, parse_budget
 from wattwise.search.confirm import Confirmation, confirm
@@ -88,7 +88,7 @@ def optimize(
     if time_limit_s <= 0:
         raise ConfigError(f"--time-limit must be positive, got {time_limit_s:g} s; e.g. 180s")
     objective_spec = parse_objective(objective, batch_size)
-    out_dir = ensure_writable_dir(Path(out))
+    check_creatable_dir(Path(out))  # fail fast, but create nothing before the input is valid
     load_started = time.perf_counter()
     loaded = open_model(model, options)
     load_s = time.perf_counter() - load_started
@@ -108,7 +108,8 @@ def optimize(
         "space": space or "default",
         "workload": workload,
     }
-    state = SearchState.load(out_dir, state_settings) if resume else SearchState(state_settings)
+    state = SearchState.load(Path(out), state_settings) if resume else SearchState(state_settings)
+    out_dir = ensure_writable_dir(Path(out))
     settings = SearchSettings(
         budget=budget_spec,
         objective=objective_spec,

@@ -117,9 +117,11 @@ def load_space_yaml(path: str | Path) -> SearchSpace:
         raise ConfigError(
             f"unknown search space field(s) {', '.join(sorted(unknown))}: allowed are families, peers"
         )
+    if not isinstance(data["families"], list):
+        raise ConfigError(f"search space {path}: 'families' must be a list of families")
     space = SearchSpace()
     for family in data["families"]:
-        if not isinstance(family, dict) or "candidates" not in family:
+        if not isinstance(family, dict) or not isinstance(family.get("candidates"), list):
             raise ConfigError("each family needs 'name' and a 'candidates' list of recipes")
         name = str(family.get("name", f"family-{len(space.families)}"))
         members = [make_candidate(name, i, recipe) for i, recipe in enumerate(family["candidates"])]

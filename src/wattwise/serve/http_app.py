@@ -10,11 +10,13 @@ import json
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from wattwise.serve.guard import GuardMiddleware
 from wattwise.serve.schemas import ErrorBody, Health, Readiness, request_model, response_model
+from wattwise.serve.settings import is_loopback
 
 RETRY_AFTER_S = 1
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -57,6 +59,32 @@ def api_key_dependency(digest: str | None):
     return check
 
 
+def validation_details(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's 422 details without the echoed input.
+
+    The default handler echoes each bad value back, and a NaN or infinity in the body (Python's
+    JSON parser accepts them) then fails to encode: a 500 instead of the 422. Where and why is
+    what a client needs; it sent the value itself.
+    """
+    return [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
+        for e in errors
+    ]
+
+
+def add_protected_docs(app: Any, protected: list) -> None:
+    """`/openapi.json` and `/docs` behind the same API-key dependency as the other routes."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=protected)
+    async def openapi_schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=protected)
+    async def swagger_ui():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="wattwise serve")
+
+
 def build_app(ingress: Any) -> Any:
     """The ASGI app for one Ingress replica (`ingress` holds settings, signature, metrics)."""
     settings, signature = ingress.settings, ingress.signature
@@ -71,11 +99,20 @@ def build_app(ingress: Any) -> Any:
     if ingress.api_key_digest:
         protected = [Depends(api_key_dependency(ingress.api_key_digest))]
         errors[401] = {"model": ErrorBody, "description": "missing or wrong API key"}
+    # Off loopback the schema and docs pages need the key too (only the health probes are open).
+    guard_docs = bool(protected) and not is_loopback(settings.host)
     app = FastAPI(
         title="wattwise serve",
         version="1",
         description=f"Predictions from {signature.model} on Ray Serve replicas.",
+        **({"openapi_url": None, "docs_url": None, "redoc_url": None} if guard_docs else {}),
     )
+    if guard_docs:
+        add_protected_docs(app, protected)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_details(error.errors())}, status_code=422)
 
     @app.exception_handler(ServiceUnavailable)
     async def on_unavailable(_request, error: ServiceUnavailable) -> JSONResponse:

@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 from ray import serve
 
+from wattwise.serve.energy_windows import SerialEnergyWindows
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
 from wattwise.serve.signature import ModelSignature, array_inputs, encode_outputs
 
@@ -52,17 +53,19 @@ class ModelReplica:
         config = ServeSettings(**settings)
         torch.set_num_threads(config.threads())
         # Only what serving needs: a variant's weights and tokenizer, never its source model.
-        loaded = open_model(config.model, serving_only=True)
+        loaded = open_model(config.model, config.model_options(), serving_only=True)
         self.module = loaded.module.eval()
         self.task = loaded.task
         self.signature = ModelSignature.from_dict(signature)
         self.energy = detect_energy_source()
+        self.windows = SerialEnergyWindows(self.energy)
         self.health_timeout_s = config.health_check_timeout_s
         self.replica_id = _replica_id()
         self.process = psutil.Process()
         self.waiting = 0  # calls in this replica (queued for a batch or computing)
         self.batched_predict.set_max_batch_size(config.max_batch_size)
         self.batched_predict.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
+        self.health_period_s = config.health_check_period_s
         # Warm up (first calls allocate) so the first user request does not pay for it.
         self._run([self.signature.example])
 
@@ -75,11 +78,13 @@ class ModelReplica:
         """Predictions for `samples` and the energy (J) the forward pass used."""
         import torch
 
-        window = self.energy.start()
-        with torch.inference_mode():
-            outputs = self.module(*self._inputs(samples))
-        predictions = encode_outputs(self.signature, outputs)
-        return predictions, self.energy.stop(window).energy_j
+        def forward() -> list[dict[str, Any]]:
+            with torch.inference_mode():
+                outputs = self.module(*self._inputs(samples))
+            return encode_outputs(self.signature, outputs)
+
+        predictions, reading = self.windows.run(forward)
+        return predictions, reading.energy_j
 
     async def predict(self, samples: list[Any]) -> dict[str, Any]:
         """One request's inputs → its predictions (batched with other requests' inputs)."""
@@ -124,7 +129,13 @@ class ModelReplica:
         return results
 
     async def check_health(self) -> None:
-        """A real tiny inference: a replica that cannot predict is unhealthy, not just alive."""
+        """A real tiny inference: a replica that cannot predict is unhealthy, not just alive.
+
+        A batch that succeeded within the last period already proves that; the check then adds
+        no inference (which would wait for, and lengthen, the batches under load).
+        """
+        if self.windows.succeeded_within(self.health_period_s):
+            return
         await asyncio.wait_for(
             asyncio.to_thread(self._run, [self.signature.example]), self.health_timeout_s
         )

@@ -38,7 +38,7 @@ def model_signature(settings: ServeSettings) -> ModelSignature:
 
     from wattwise.compress.variant import open_model
 
-    loaded = open_model(settings.model, serving_only=True)
+    loaded = open_model(settings.model, settings.model_options(), serving_only=True)
     signature = describe_model(loaded)
     del loaded
     gc.collect()
@@ -167,10 +167,14 @@ def deploy(settings: ServeSettings) -> ModelSignature:
     return signature
 
 
-def start_server(settings: ServeSettings) -> Server:
-    """Start Ray (or join `settings.address`), deploy, and return once `/readyz` says ready."""
+def start_server(settings: ServeSettings, signature: ModelSignature | None = None) -> Server:
+    """Start Ray (or join `settings.address`), deploy, and return once `/readyz` says ready.
+
+    `signature`: the model's, when the caller already loaded it (model_signature).
+    """
     settings = settings.checked()
-    signature = model_signature(settings)  # before Ray: a bad spec costs no Ray start
+    if signature is None:
+        signature = model_signature(settings)  # before Ray: a bad spec costs no Ray start
     runtime = start_ray(settings)
     try:
         from ray import serve

@@ -54,6 +54,7 @@ class ServeSettings:
         autoscaling_look_back_s: the window Ray Serve averages ongoing requests over.
         ingress_batching: the ingress joins concurrent requests into one model call (one
             handle call carries many requests); False, or autoscaling on: one call per request.
+        trust_code: allow a variant built from a module:factory to import that code.
     """
 
     model: str
@@ -82,6 +83,13 @@ class ServeSettings:
     downscale_delay_s: float = 60.0
     autoscaling_look_back_s: float = 30.0
     ingress_batching: bool = False
+    trust_code: bool = False
+
+    def model_options(self):
+        """The ModelOptions replicas load `model` with."""
+        from wattwise.models.registry import ModelOptions
+
+        return ModelOptions(trust_code=self.trust_code)
 
     @classmethod
     def from_options(cls, model: str, **options: Any) -> ServeSettings:

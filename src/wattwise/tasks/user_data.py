@@ -17,13 +17,22 @@ import torch
 from wattwise.errors import DataError
 from wattwise.tasks.arrays import ArrayTask
 from wattwise.tasks.base import Forward
+from wattwise.tasks.data_checks import check_finite, check_labels, check_splits, numeric_inputs
 from wattwise.tasks.dtypes import input_tensor
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    with np.load(path, allow_pickle=False) as data:
-        inputs = next((data[k] for k in ("inputs", "x", "X") if k in data), None)
-        labels = next((data[k] for k in ("labels", "y", "Y") if k in data), None)
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            inputs = next((data[k] for k in ("inputs", "x", "X") if k in data), None)
+            labels = next((data[k] for k in ("labels", "y", "Y") if k in data), None)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, AttributeError) as error:
+        raise DataError(
+            f"{path} is not a readable .npz ({type(error).__name__}); save it with "
+            "np.savez(path, inputs=..., labels=...), without object arrays"
+        ) from error
     if inputs is None:
         raise DataError(
             f"{path} has no 'inputs' (or 'x') array; save one with np.savez(inputs=..., labels=...)"
@@ -34,20 +43,28 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray | None]:
     import csv
 
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DataError(
+            f"{path} is not a readable CSV text file ({error}); save it as UTF-8 CSV"
+        ) from error
     if not rows:
         raise DataError(f"{path} has no data rows; add a header line and numeric rows")
     columns = [c for c in rows[0] if c != label_column]
-    try:
-        inputs = np.array([[float(r[c]) for c in columns] for r in rows], dtype=np.float32)
-        labels = (
-            np.array([float(r[label_column]) for r in rows]) if label_column in rows[0] else None
-        )
-    except (ValueError, TypeError) as error:
-        raise DataError(
-            f"{path} has a non-numeric or empty cell ({error}); inputs must be numbers"
-        ) from error
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        for column in rows[0]:
+            try:
+                float(row[column])
+            except (ValueError, TypeError) as error:
+                raise DataError(
+                    f"{path} line {number}, column {column!r} holds {row[column]!r}, not a number; "
+                    "inputs and labels must be numbers"
+                ) from error
+    inputs = np.array([[float(r[c]) for c in columns] for r in rows], dtype=np.float64)
+    check_finite(path, inputs, "the inputs", "data row", columns)
+    labels = np.array([float(r[label_column]) for r in rows]) if label_column in rows[0] else None
     return inputs, labels
 
 
@@ -69,7 +86,16 @@ def _read_jsonl(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(
             f"{path}: some lines have a 'label' and some do not; label every line or none"
         )
-    return np.asarray(inputs, dtype=np.float32), (np.asarray(labels) if labels else None)
+    try:
+        array = np.asarray(inputs, dtype=np.float64)
+        label_array = np.asarray(labels, dtype=np.float64) if labels else None
+    except (ValueError, TypeError) as error:
+        raise DataError(
+            f"{path}: 'input' values are not numbers of one shape on every line ({error}); "
+            "fix the lines"
+        ) from error
+    check_finite(path, array, "the inputs", "record")
+    return array, label_array
 
 
 def load_user_task(
@@ -95,7 +121,13 @@ def load_user_task(
     }
     if suffix not in readers:
         raise DataError(f"unsupported data file {path.name}: use .csv, .npz or .jsonl")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {path} is empty; give samples with inputs and labels")
     inputs, labels = readers[suffix]()
+    inputs = numeric_inputs(path, inputs)
+    check_finite(path, inputs, "the inputs", "sample")
+    if labels is not None:
+        check_labels(path, labels, len(inputs), metric, "sample")
     if len(inputs) < 10:
         raise DataError(
             f"{path} has {len(inputs)} samples; give at least 10 (it is split 60/20/20)"
@@ -116,7 +148,10 @@ def load_user_task(
             if metric == "accuracy"
             else torch.as_tensor(labels).float()
         )
-    return ArrayTask(path.stem, features, label_tensor, metric, reference=reference)
+    task = ArrayTask(path.stem, features, label_tensor, metric, reference=reference)
+    check_splits(path, {name: len(indices) for name, indices in task.splits.items()})
+    task.source_path = path
+    return task
 
 
 def random_input_task(
