@@ -20,6 +20,8 @@ os.environ.setdefault("WATTWISE_CACHE", os.path.join(_RUN_DIR, "cache"))
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_RUN_DIR, "inductor"))
 os.environ["HOME"] = os.path.join(_RUN_DIR, "home")
 os.makedirs(os.environ["HOME"], exist_ok=True)
+# tiny-lm in tests: the "test" preset (a 4-layer, 32-wide GPT-2 trained for 30 steps).
+os.environ.setdefault("WATTWISE_TINY_LM_PRESET", "test")
 # Energy counters differ between machines; tests that need the estimate say so explicitly.
 
 

@@ -12,7 +12,7 @@ from wattwise.models.registry import ModelOptions
 from wattwise.search.optimize import optimize as search
 from wattwise.search.results import OptimizeResult
 
-__all__ = ["compress", "federate", "federate_client", "optimize", "profile"]
+__all__ = ["compress", "federate", "federate_client", "generate", "optimize", "profile"]
 
 
 def profile(
@@ -260,4 +260,64 @@ def sweep(
         result.plot_path = str(out / "sweep.png")
         atomic_write_bytes(out / "sweep.png", sweep_plot(result))
         atomic_write_text(out / "sweep.json", json.dumps(result.to_dict(), indent=2))
+
+
+def generate(
+    model: str,
+    prompt: str,
+    max_new_tokens: int = 64,
+    draft: str | None = None,
+    kv_cache: bool = True,
+    show_progress: bool = False,
+):
+    """Greedy continuation of `prompt`; returns `wattwise.models.generation.GenerationResult`.
+
+    `draft`: a causal-LM spec, or "auto" to build one from `model` (keep 2 layers, distil,
+    int8: `wattwise.compress.draft`); the target alone is run too for the speed-up.
+    Example:
+        r = wattwise.api.generate("tiny-lm", "Return the", 32, draft="auto")
+        print(r.text, r.tokens_per_s, r.acceptance_rate, r.speedup)
+    """
+    import torch
+
+    from wattwise.compress.draft import build_draft
+    from wattwise.models.generation import GenerationResult, greedy_generate, require_causal_lm
+
+    loaded = open_model(model)
+    target = require_causal_lm(loaded)
+    tokenizer = loaded.extra["tokenizer"]
+    input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    if input_ids.shape[1] == 0:
+        from wattwise.errors import ConfigError
+
+        raise ConfigError("the prompt is empty after tokenization; pass some text with --prompt")
+    helper = None
+    if draft == "auto":
+        helper = build_draft(loaded, show_progress=show_progress)
+    elif draft:
+        helper = open_model(draft)
+        require_causal_lm(helper, "draft")
+    tokens, stats = greedy_generate(
+        target, input_ids, max_new_tokens, kv_cache, helper.module if helper else None
+    )
+    gaps = sorted(stats.token_times_ms)
+    result = GenerationResult(
+        model=loaded.name,
+        prompt=prompt,
+        text=tokenizer.decode(tokens[0], skip_special_tokens=True),
+        token_ids=tokens[0].tolist(),
+        new_tokens=stats.new_tokens,
+        kv_cache=kv_cache,
+        seconds=stats.seconds,
+        tokens_per_s=stats.tokens_per_s,
+        ttft_ms=stats.ttft_ms,
+        time_per_output_token_ms_p50=gaps[len(gaps) // 2] if gaps else None,
+    )
+    if helper is not None:
+        alone, alone_stats = greedy_generate(target, input_ids, max_new_tokens, kv_cache)
+        result.draft = helper.name
+        result.acceptance_rate = stats.acceptance_rate
+        result.target_alone_tokens_per_s = alone_stats.tokens_per_s
+        result.speedup = stats.tokens_per_s / alone_stats.tokens_per_s
+        result.identical_to_target = bool(torch.equal(alone, tokens))
     return result

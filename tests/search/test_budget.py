@@ -49,3 +49,14 @@ def test_pareto_front_is_non_dominated():
                     and cost <= points[i][1]
                     and (quality > points[i][0] or cost < points[i][1])
                 )
+
+
+def test_perplexity_increase_is_relative_to_the_original():
+    from wattwise.tasks.language import CausalLMTask
+
+    # The task class carries its metrics (perplexity: lower is better).
+    budget = parse_budget("perplexity_increase<=0.02", CausalLMTask)
+    assert budget.text() == "perplexity_increase<=0.02"
+    assert budget.met({"perplexity": 50.0}, {"perplexity": 50.9})  # +1.8%
+    assert not budget.met({"perplexity": 50.0}, {"perplexity": 51.5})  # +3%
+    assert budget.met({"perplexity": 50.0}, {"perplexity": 45.0})  # better

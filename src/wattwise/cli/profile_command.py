@@ -67,8 +67,37 @@ def profile(
         print_json(result.to_dict())
     else:
         console.print(profile_table(result), soft_wrap=False)
+        if result.generation:
+            console.print(generation_table(result), soft_wrap=False)
         for note in result.notes:
             console.print(f"note: {note}")
+
+
+def generation_table(p: Profile) -> Table:
+    """A rich table of a causal LM's generation costs (`Profile.generation`)."""
+    g = p.generation
+    table = Table(title=f"generation: {g['prompt_tokens']}-token prompts, {g['new_tokens']} new")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("how", style="dim")
+    ttft, tpot = g["ttft_ms"], g["time_per_output_token_ms"]
+    table.add_row("time to first token", f"p50 {ttft['p50_ms']:.2f} ms", "batch 1, KV cache")
+    table.add_row(
+        "time per output token",
+        f"p50 {tpot['p50_ms']:.2f} / p95 {tpot['p95_ms']:.2f} / p99 {tpot['p99_ms']:.2f} ms",
+        f"batch 1, {tpot['repetitions']} gaps",
+    )
+    for size, rate in g["tokens_per_s"].items():
+        table.add_row(f"tokens/s bs={size}", f"{rate:,.1f}", "generated tokens / wall second")
+    table.add_row("peak memory", f"{g['peak_memory_bytes'] / 1e6:.1f} MB", f"{g['memory_source']}")
+    table.add_row("KV cache", f"{g['kv_cache_bytes'] / 1e6:.3f} MB", "computed from its shapes")
+    label = (
+        f"estimated ±{g['energy_uncertainty_pct']:.0f}%"
+        if g["energy_source"] == "estimate"
+        else f"measured, {g['energy_source']}"
+    )
+    table.add_row("energy / 1k tokens", f"{g['energy_j_per_1k_tokens']:.4g} J", label)
+    return table
 
 
 def energy_label(p: Profile) -> str:

@@ -17,6 +17,7 @@ from wattwise.errors import ConfigError
 from wattwise.measure.carbon import carbon_grams, grid_intensity
 from wattwise.measure.energy import detect_energy_source
 from wattwise.measure.flops import count_flops
+from wattwise.measure.generation import profile_generation
 from wattwise.measure.latency import LatencyStats, TimingSettings, time_repetitions, warm_up
 from wattwise.measure.memory import track_peak_memory
 from wattwise.measure.size import parameter_count, serialized_size_bytes
@@ -70,6 +71,7 @@ class Profile:
     water_l_per_1k: float | None = None
     water_l_per_1k_band: list[float] | None = None
     water_source: str = ""
+    generation: dict[str, Any] | None = None  # causal LMs: a GenerationProfile's dict
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -201,6 +203,9 @@ def profile_model(
             bar.advance(f"batch {batch_size}: p50 {stats.p50_ms:.2f} ms")
         quality = loaded.task.evaluate(module, quality_split) if evaluate else None
         bar.advance("quality scored")
+    generation = None
+    if loaded.extra.get("causal_lm"):
+        generation = profile_generation(loaded, device=device).to_dict()
     energy_batch = max(batch_sizes)
     per_1k = energy_by_batch[str(energy_batch)]
     notes = list(overrides.notes)
@@ -244,6 +249,7 @@ def profile_model(
         water_l_per_1k=water_litres(per_1k, water),
         water_l_per_1k_band=list(water_band_litres(per_1k, water)),
         water_source=water.source,
+        generation=generation,
     )
 
 

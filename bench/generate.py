@@ -1,0 +1,219 @@
+"""Generation goals, as ratios measured side by side in ONE run (the machine may be shared).
+
+    WATTWISE_TINY_LM_PRESET=default .venv/bin/python bench/generate.py --new-tokens 256
+
+1. KV cache vs recomputing the prefix, batch 1, `--new-tokens` tokens: tokens/s ratio (goal
+   ≥ 5x) and identical greedy output.
+2. Speculative decoding with a draft wattwise builds from the target (drop layers + distil +
+   int8) vs the target alone, batch 1: tokens/s ratio (goal ≥ 1.5x), acceptance rate, identical
+   greedy output.
+3. Continuous vs static batching in the engine, the same seeded Poisson arrivals with output
+   lengths uniform in 16–256: output tokens/s ratio (goal ≥ 2x) and p99 time per token.
+4. int8 dynamic vs fp32: tokens/s ratio at batch 1 and the held-out perplexity change (budget
+   2%).
+Repetitions alternate between the two sides of each ratio (A, B, A, B, ...); medians are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import time
+
+import numpy as np
+import torch
+
+os.environ.setdefault("WATTWISE_QUIET", "1")
+
+from wattwise.compress.draft import build_draft
+from wattwise.compress.pipeline import run_recipe
+from wattwise.compress.recipe import Recipe
+from wattwise.models.generation import greedy_generate
+from wattwise.models.registry import load_model
+from wattwise.serve.generation_engine import ContinuousBatcher
+
+
+def interleaved(a, b, repetitions: int) -> tuple[float, float, object, object]:
+    """Median tokens/s of two generation callables run alternately; their last outputs."""
+    rates_a, rates_b, out_a, out_b = [], [], None, None
+    for _ in range(repetitions):
+        out_a, stats_a = a()
+        rates_a.append(stats_a.tokens_per_s)
+        out_b, stats_b = b()
+        rates_b.append(stats_b.tokens_per_s)
+    return statistics.median(rates_a), statistics.median(rates_b), out_a, out_b
+
+
+def kv_cache_ratio(loaded, new_tokens: int, repetitions: int) -> dict:
+    prompt = loaded.task.prompts(1, 16)[0]
+    cached, recompute, with_cache, without = interleaved(
+        lambda: greedy_generate(loaded.module, prompt, new_tokens, stop_at_eos=False),
+        lambda: greedy_generate(
+            loaded.module, prompt, new_tokens, use_cache=False, stop_at_eos=False
+        ),
+        repetitions,
+    )
+    return {
+        "new_tokens": new_tokens,
+        "kv_cache_tokens_per_s": cached,
+        "recompute_tokens_per_s": recompute,
+        "ratio": cached / recompute,
+        "goal": 5.0,
+        "identical": bool(torch.equal(with_cache, without)),
+    }
+
+
+def speculative_ratio(loaded, draft, new_tokens: int, repetitions: int) -> dict:
+    prompts = loaded.task.prompts(repetitions, 16)
+    ratios, accepted, identical, target_rates, draft_rates = [], [], True, [], []
+    for prompt in prompts:
+        alone, alone_stats = greedy_generate(loaded.module, prompt, new_tokens, stop_at_eos=False)
+        assisted, stats = greedy_generate(
+            loaded.module, prompt, new_tokens, draft=draft.module, stop_at_eos=False
+        )
+        target_rates.append(alone_stats.tokens_per_s)
+        draft_rates.append(stats.tokens_per_s)
+        ratios.append(stats.tokens_per_s / alone_stats.tokens_per_s)
+        accepted.append(stats.acceptance_rate)
+        identical = identical and bool(torch.equal(alone, assisted))
+    return {
+        "draft": draft.name,
+        "target_tokens_per_s": statistics.median(target_rates),
+        "speculative_tokens_per_s": statistics.median(draft_rates),
+        "ratio": statistics.median(ratios),
+        "acceptance_rate": statistics.median(accepted),
+        "goal": 1.5,
+        "identical": identical,
+    }
+
+
+def poisson_schedule(loaded, requests: int, rate_per_s: float, seed: int) -> list[tuple]:
+    rng = random.Random(seed)
+    prompts = loaded.task.prompts(requests, 16)
+    clock, schedule = 0.0, []
+    for prompt in prompts:
+        clock += rng.expovariate(rate_per_s)
+        schedule.append((clock, prompt[0].tolist(), rng.randint(16, 256)))
+    return schedule
+
+
+def serve_schedule(loaded, schedule, policy: str, batch: int) -> dict:
+    engine = ContinuousBatcher(loaded.module, batch, 1 << 40, policy)
+    streams, pending, start = [], list(schedule), time.perf_counter()
+    while pending or not engine.idle:
+        now = time.perf_counter() - start
+        while pending and pending[0][0] <= now:
+            _, prompt, new = pending.pop(0)
+            streams.append(engine.submit(prompt, new))
+        if engine.idle:
+            time.sleep(min(0.01, max(0.0, pending[0][0] - now)))
+            continue
+        engine.step()
+    seconds = time.perf_counter() - start
+    gaps = [g * 1000 for s in streams for g in np.diff(s.token_times_s)]
+    return {
+        "policy": policy,
+        "output_tokens": sum(len(s.tokens) for s in streams),
+        "seconds": seconds,
+        "output_tokens_per_s": sum(len(s.tokens) for s in streams) / seconds,
+        "time_per_token_ms_p50": float(np.percentile(gaps, 50)),
+        "time_per_token_ms_p99": float(np.percentile(gaps, 99)),
+        "ttft_ms_p50": float(
+            np.percentile([(s.token_times_s[0] - s.submitted_s) * 1000 for s in streams], 50)
+        ),
+    }
+
+
+def batching_ratio(loaded, requests: int, rate: float, batch: int, rounds: int = 2) -> dict:
+    schedule = poisson_schedule(loaded, requests, rate, seed=0)
+    runs: dict[str, list[dict]] = {"continuous": [], "static": []}
+    for _ in range(rounds):  # alternate, so a change in the machine's load hits both
+        for policy in runs:
+            runs[policy].append(serve_schedule(loaded, schedule, policy, batch))
+    continuous, static = (
+        min(
+            runs[p],
+            key=lambda r: abs(
+                r["output_tokens_per_s"]
+                - statistics.median(x["output_tokens_per_s"] for x in runs[p])
+            ),
+        )
+        for p in ("continuous", "static")
+    )
+    return {
+        "requests": requests,
+        "arrivals_per_s": rate,
+        "max_batch": batch,
+        "continuous": continuous,
+        "static": static,
+        "ratio": continuous["output_tokens_per_s"] / static["output_tokens_per_s"],
+        "p99_time_per_token_not_worse": continuous["time_per_token_ms_p99"]
+        <= static["time_per_token_ms_p99"],
+        "goal": 2.0,
+    }
+
+
+def int8_ratio(loaded, new_tokens: int, repetitions: int) -> dict:
+    recipe = Recipe.from_dict(
+        {"steps": [{"quantize": {"method": "int8_dynamic", "implementation": "torch_ao"}}]}
+    )
+    int8 = run_recipe(loaded, recipe, measure_steps=False, show_progress=False).module
+    prompt = loaded.task.prompts(1, 16)[0]
+    fp32_rate, int8_rate, _, _ = interleaved(
+        lambda: greedy_generate(loaded.module, prompt, new_tokens, stop_at_eos=False),
+        lambda: greedy_generate(int8, prompt, new_tokens, stop_at_eos=False),
+        repetitions,
+    )
+    fp32_ppl = loaded.task.evaluate(loaded.module).metrics["perplexity"]
+    int8_ppl = loaded.task.evaluate(int8).metrics["perplexity"]
+    return {
+        "fp32_tokens_per_s": fp32_rate,
+        "int8_tokens_per_s": int8_rate,
+        "ratio": int8_rate / fp32_rate,
+        "fp32_perplexity": fp32_ppl,
+        "int8_perplexity": int8_ppl,
+        "perplexity_increase": int8_ppl / fp32_ppl - 1,
+        "within_2pct": int8_ppl / fp32_ppl - 1 <= 0.02,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--draft-layers", type=int, default=1)
+    parser.add_argument("--draft-distill-steps", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--arrivals-per-s", type=float, default=4.0)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--batching-rounds", type=int, default=2)
+    parser.add_argument("--only", default="kv,speculative,batching,int8")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    loaded = load_model("tiny-lm")
+    parameters = sum(p.numel() for p in loaded.module.parameters())
+    results = {"model": loaded.name, "parameters": parameters, "threads": torch.get_num_threads()}
+    parts = args.only.split(",")
+    if "kv" in parts:
+        results["kv_cache"] = kv_cache_ratio(loaded, args.new_tokens, args.repetitions)
+        print(json.dumps(results["kv_cache"]), flush=True)
+    if "speculative" in parts:
+        draft = build_draft(loaded, args.draft_layers, args.draft_distill_steps)
+        results["speculative"] = speculative_ratio(loaded, draft, args.new_tokens, args.repetitions)
+        print(json.dumps(results["speculative"]), flush=True)
+    if "batching" in parts:
+        results["batching"] = batching_ratio(
+            loaded, args.requests, args.arrivals_per_s, args.max_batch, args.batching_rounds
+        )
+        print(json.dumps(results["batching"]), flush=True)
+    if "int8" in parts:
+        results["int8"] = int8_ratio(loaded, args.new_tokens, args.repetitions)
+        print(json.dumps(results["int8"]), flush=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

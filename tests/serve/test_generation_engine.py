@@ -1,0 +1,67 @@
+"""Continuous batching: iteration-level scheduling, exact greedy tokens, KV budget, cancel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.models.lm_helpers import tiny_lm  # noqa: F401
+from wattwise.models.generation import greedy_generate
+from wattwise.serve.generation_engine import ContinuousBatcher, KVCacheFullError
+
+
+def _finish_order(engine, long_prompt, short_prompt):
+    finished = []
+    long = engine.submit(long_prompt, 40)
+    for _ in range(3):  # the long request is running before the short one arrives
+        engine.step()
+    short = engine.submit(short_prompt, 4)
+    while not engine.idle:
+        engine.step()
+        for name, stream in (("long", long), ("short", short)):
+            if stream.finished and name not in finished:
+                finished.append(name)
+    return finished, long, short
+
+
+def test_short_request_finishes_before_an_earlier_long_one(tiny_lm):  # noqa: F811
+    prompts = [p[0].tolist() for p in tiny_lm.task.prompts(2, 8)]
+    engine = ContinuousBatcher(tiny_lm.module, max_batch_size=4)
+    order, long, short = _finish_order(engine, *prompts)
+    assert order == ["short", "long"]
+    assert len(short.tokens) == 4 and len(long.tokens) == 40
+    # Static batching, same requests: the short one waits for the long one.
+    static = ContinuousBatcher(tiny_lm.module, max_batch_size=4, policy="static")
+    assert _finish_order(static, *prompts)[0] == ["long", "short"]
+
+
+def test_batched_decoding_gives_each_request_its_own_greedy_tokens(tiny_lm):  # noqa: F811
+    prompts = [
+        p[0, :n].tolist() for p, n in zip(tiny_lm.task.prompts(3, 12), (5, 12, 8), strict=True)
+    ]
+    engine = ContinuousBatcher(tiny_lm.module, max_batch_size=3)
+    streams = [engine.submit(prompt, 16) for prompt in prompts]
+    engine.run_until_idle()
+    for prompt, stream in zip(prompts, streams, strict=True):
+        alone, _ = greedy_generate(tiny_lm.module, torch.tensor([prompt]), 16, stop_at_eos=False)
+        assert stream.tokens == alone[0].tolist()
+
+
+def test_kv_budget_refuses_a_request_that_does_not_fit(tiny_lm):  # noqa: F811
+    engine = ContinuousBatcher(tiny_lm.module, kv_cache_budget_bytes=1)
+    engine.kv_cache_budget_bytes = engine.bytes_per_token * 30
+    engine.submit([1, 2, 3, 4], 20)  # 24 tokens reserved
+    with pytest.raises(KVCacheFullError, match="KV cache full"):
+        engine.submit([1, 2, 3, 4], 20)
+    engine.run_until_idle()
+    engine.submit([1, 2, 3, 4], 20)  # the first one's reservation was released
+
+
+def test_cancelled_request_leaves_the_batch(tiny_lm):  # noqa: F811
+    engine = ContinuousBatcher(tiny_lm.module)
+    stream = engine.submit([1, 2, 3], 50)
+    engine.step()
+    stream.cancel()
+    engine.run_until_idle()
+    assert stream.finished and stream.finish_reason == "cancelled"
+    assert len(stream.tokens) < 50 and engine.reserved_bytes == 0

@@ -1,0 +1,102 @@
+"""/v1/generate: SSE tokens, 503 when the KV cache is full, an error event when a stream is cut."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.models.lm_helpers import tiny_lm  # noqa: F401
+from wattwise.serve.generation_engine import ContinuousBatcher
+from wattwise.serve.generation_http import GenerationService, add_generation_routes, relay_events
+
+
+def _events(text: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def _app(tiny_lm, budget_tokens: int):  # noqa: F811
+    tokenizer = tiny_lm.extra["tokenizer"]
+    engine = ContinuousBatcher(tiny_lm.module, 4)
+    engine.kv_cache_budget_bytes = engine.bytes_per_token * budget_tokens
+    service = GenerationService(engine, tokenizer)
+    app = FastAPI()
+    add_generation_routes(app, service)
+    return app, service
+
+
+def test_generate_streams_tokens_then_done_and_503_when_kv_full(tiny_lm):  # noqa: F811
+    app, service = _app(tiny_lm, budget_tokens=64)
+    try:
+        with TestClient(app) as client:
+            response = client.post(
+                "/v1/generate", json={"prompt": "Return the", "max_new_tokens": 6}
+            )
+            assert response.status_code == 200
+            events = _events(response.text)
+            assert [e for e, _ in events] == ["token"] * 6 + ["done"]
+            assert events[-1][1] == {"finish_reason": "length", "tokens": 6}
+            too_big = client.post("/v1/generate", json={"prompt": "Return", "max_new_tokens": 100})
+            assert too_big.status_code == 503 and "KV cache full" in too_big.json()["detail"]
+            assert too_big.headers["retry-after"] == "1"
+    finally:
+        service.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_stream_cut_by_a_replica_kill_ends_with_an_error_event(tiny_lm):  # noqa: F811
+    port = _free_port()
+    code = (
+        "import uvicorn; from wattwise.serve.generation_http import build_generation_app; "
+        f"uvicorn.run(build_generation_app('tiny-lm'), host='127.0.0.1', port={port}, "
+        "log_level='warning')"
+    )
+    replica = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+
+        async def consume() -> str:
+            received = []
+            async with httpx.AsyncClient(timeout=60) as client:
+                body = {"prompt": "Return the value", "max_new_tokens": 400}
+                async with client.stream("POST", f"{url}/v1/generate", json=body) as response:
+                    async for chunk in relay_events(response.aiter_text()):
+                        received.append(chunk)
+                        if "event: token" in chunk and replica.poll() is None:
+                            replica.send_signal(signal.SIGKILL)  # the replica dies mid-stream
+            return "".join(received)
+
+        events = _events(asyncio.run(consume()))
+        assert events[0][0] == "token"
+        assert events[-1][0] == "error" and "stream cut" in events[-1][1]["detail"]
+        assert not any(e == "done" for e, _ in events)
+    finally:
+        replica.kill()
+        replica.wait()
