@@ -15,7 +15,8 @@ from wattwise.compress.steps import Step, StepOutcome, register_step
 
 
 class SlowDown(nn.Module):
-    """Sleeps `seconds` in every forward call after the first `free_calls`."""
+    """Sleeps `seconds` in every forward call after the first `free_calls` (saving a variant
+    makes two: the FLOP count and the probe)."""
 
     def __init__(self, inner: nn.Module, seconds: float, free_calls: int) -> None:
         super().__init__()

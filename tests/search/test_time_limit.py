@@ -30,7 +30,7 @@ def test_slow_and_hanging_candidates_are_abandoned_within_the_limit(tmp_path):
         tmp_path,
         [
             "{steps: [{test_slow: {seconds: 0.2}}], backend: eager}",  # ~1000x slower
-            "{steps: [{test_slow: {seconds: 600}}], backend: eager}",  # hangs
+            "{steps: [{test_slow: {seconds: 600, free_calls: 2}}], backend: eager}",  # hangs
             "{steps: [{cast: {method: bf16}}], backend: eager}",
         ],
     )
