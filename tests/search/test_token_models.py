@@ -47,7 +47,7 @@ def test_gru_on_token_ids_compresses_and_its_variant_reloads(tmp_path, token_dat
         options=ModelOptions(data=token_data),
     )
     assert variant.profile.inputs.startswith("int64 tensor")
-    reloaded = load_variant(tmp_path / "variant", check_outputs=True)
+    reloaded = load_variant(tmp_path / "variant", check_outputs=True, trust_code=True)
     (ids,) = reloaded.task.example_inputs(4)
     assert ids.dtype == torch.int64
     assert reloaded.module(ids).shape == (4, 3)
@@ -73,5 +73,5 @@ def test_int64_token_model_optimizes_from_an_npz(tmp_path, token_data):
     assert result.exit_code == 0 and result.chosen is not None  # a candidate or the original
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["baseline"]["profile"]["inputs"].startswith("int64 tensor")
-    chosen = load_variant(result.chosen_variant, check_outputs=True)
+    chosen = load_variant(result.chosen_variant, check_outputs=True, trust_code=True)
     assert chosen.task.example_inputs(2)[0].dtype == torch.int64
