@@ -132,7 +132,8 @@ class Passage:
     origin: str
 
 
-def _docstrings() -> list[tuple[str, str]]:
+def stdlib_docstrings() -> list[tuple[str, str]]:
+    """(origin, docstring) of the Python standard library's public modules, classes and functions."""
     found = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -172,7 +173,7 @@ def build_corpus(seed: int = 0) -> list[Passage]:
     rng = random.Random(seed)
     seen: set[str] = set()
     passages = []
-    for origin, doc in _docstrings():
+    for origin, doc in stdlib_docstrings():
         for paragraph in _paragraphs(doc):
             if paragraph in seen:
                 continue

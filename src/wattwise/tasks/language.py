@@ -30,7 +30,7 @@ from wattwise.tasks.base import (
     proportion_ci95,
     sample_indices,
 )
-from wattwise.tasks.corpus import _docstrings
+from wattwise.tasks.corpus import stdlib_docstrings
 
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 # Scoring every held-out block costs seconds per candidate; this many blocks (~16k tokens at
@@ -43,7 +43,7 @@ def docstring_paragraphs(seed: int = 0) -> dict[str, tuple[str, ...]]:
     """Deduplicated docstring paragraphs (doctests dropped), split by paragraph, seeded."""
     seen: set[str] = set()
     paragraphs = []
-    for _, doc in _docstrings():
+    for _, doc in stdlib_docstrings():
         for block in re.split(r"\n\s*\n", doc):
             text = " ".join(line.strip() for line in block.splitlines()).strip()
             if ">>>" in text or len(text) < 40 or text in seen:
