@@ -260,6 +260,7 @@ def sweep(
         result.plot_path = str(out / "sweep.png")
         atomic_write_bytes(out / "sweep.png", sweep_plot(result))
         atomic_write_text(out / "sweep.json", json.dumps(result.to_dict(), indent=2))
+    return result
 
 
 def generate(
