@@ -146,23 +146,27 @@ def time_against_original(
     # One more warm-up call each: compiled and ONNX Runtime paths settle after the first.
     candidate_s = min(first, _timed(candidate, 1))
     original_s = min(original_first, _timed(original, 1))
-    calls = max(1, math.ceil(SAMPLE_TARGET_S / max(min(candidate_s, original_s), 1e-6)))
+    # Each side gets its own call count, so a fast original is not called in the hundreds to
+    # match a slow candidate's sample length (and the reverse).
+    candidate_calls = max(1, math.ceil(SAMPLE_TARGET_S / max(candidate_s, 1e-6)))
+    original_calls = max(1, math.ceil(SAMPLE_TARGET_S / max(original_s, 1e-6)))
+    calls = max(candidate_calls, original_calls)
     log_ratios: list[float] = []
     candidate_times: list[float] = []
     original_times: list[float] = []
     reason = f"the {slice_s:.0f} s slice was spent"
     status = "measured"
     while len(log_ratios) < max_pairs:
-        pair_cost = calls * (candidate_s + original_s)
+        pair_cost = candidate_calls * candidate_s + original_calls * original_s
         if time.perf_counter() + pair_cost > deadline and len(log_ratios) >= 1:
             break
         # Alternate which goes first, so neither always runs on a warmer cache.
         if len(log_ratios) % 2 == 0:
-            original_s = _timed(original, calls)
-            candidate_s = _timed(candidate, calls)
+            original_s = _timed(original, original_calls)
+            candidate_s = _timed(candidate, candidate_calls)
         else:
-            candidate_s = _timed(candidate, calls)
-            original_s = _timed(original, calls)
+            candidate_s = _timed(candidate, candidate_calls)
+            original_s = _timed(original, original_calls)
         candidate_times.append(candidate_s)
         original_times.append(original_s)
         log_ratios.append(math.log(original_s / candidate_s))
@@ -181,6 +185,14 @@ def time_against_original(
             if max(high / ratio - 1, 1 - low / ratio) <= precision:
                 reason = f"ratio known to ±{precision:.0%} (95% interval)"
                 break
+    # The slice may end before a second pair: a first pair far below the bar is enough.
+    below = abandon_below is not None and log_ratios and math.exp(max(log_ratios)) < abandon_below
+    if status == "measured" and below:
+        status = "abandoned"
+        reason = (
+            f"abandoned: {math.exp(float(np.mean(log_ratios))):.2f}x after {len(log_ratios)} "
+            f"batches (below {abandon_below:.2f}x, half the best so far)"
+        )
     ratio, low, high = _interval(log_ratios)
     return PairedTiming(
         status=status,
