@@ -82,11 +82,14 @@ def test_faults_dropout_straggler_and_malformed_update_in_processes(tmp_path):
     result = run_federated(settings, hooks=hooks)
     assert [r.round for r in result.rounds] == [1, 2, 3] and killed
     accepted = [sorted(c.partition for c in r.clients if c.accepted) for r in result.rounds]
-    assert accepted == [[0, 3], [3], [3]]  # the straggler never, the killed one not after it died
+    # The straggler never; the killed client not after it died. Whether its round-2 update got
+    # out before the SIGKILL depends on the machine's speed, so both outcomes are allowed there.
+    assert accepted[0] == [0, 3] and accepted[2] == [3]
+    assert accepted[1] in ([3], [0, 3])
     assert all(r.rejected == 1 for r in result.rounds)  # the NaN client, every round
     assert all("NaN" in " ".join(r.rejections) for r in result.rounds)
     assert result.rounds[0].dropped >= 1  # the straggler, past the round timeout
-    assert result.rounds[1].dropped >= 1  # the killed client (and the straggler when asked)
+    assert result.rounds[1].dropped >= 1  # the straggler, and the killed client if it died first
     assert all(np.isfinite(r.accuracy) for r in result.rounds)
     # int8: each honest update crosses the wire in under a quarter of its fp32 size + framing
     fp32_bytes = 4 * sum(
