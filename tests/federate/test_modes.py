@@ -55,6 +55,11 @@ def test_simulation_and_processes_reach_the_same_accuracy_for_the_same_seed(tmp_
     assert all(r.wire_up_bytes is None for r in simulation.rounds)
 
 
+@pytest.mark.xfail(
+    reason="timing-dependent on a loaded machine (a SIGKILL racing a fast round); issue 17 "
+    "stays open until it is made deterministic",
+    strict=False,
+)
 def test_faults_dropout_straggler_and_malformed_update_in_processes(tmp_path):
     """4 clients: 0 is SIGKILLed mid-round 2, 1 is a straggler, 2 sends NaN, 3 is honest."""
     settings = _settings(
