@@ -22,6 +22,7 @@ from wattwise.compress.variant import (
     record_profile,
     save_variant,
 )
+from wattwise.errors import ConfigError
 from wattwise.measure.profile import Profile
 from wattwise.search.results import CandidateResult
 from wattwise.search.runner import Search
@@ -107,8 +108,8 @@ def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
             workload.runner(variant.module), workload.runner(original.module), slice_s=slice_s
         )
         attempt["timing"] = timing.to_dict()
-        if workload.name == "fixed" and original.task.corpus_batches(batch, "test"):
-            corpus = make_workload(original.task, batch, "test", "corpus")
+        corpus = _corpus_workload(original.task, batch) if workload.name == "fixed" else None
+        if corpus is not None:
             corpus_timing = time_against_original(
                 corpus.runner(variant.module), corpus.runner(original.module), slice_s=slice_s
             )
@@ -124,6 +125,15 @@ def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
         )
         break
     return found
+
+
+def _corpus_workload(task, batch: int):
+    """The test split's real-text workload, or None when the task has no corpus (built once:
+    tokenizing the split is the costly part)."""
+    try:
+        return make_workload(task, batch, "test", "corpus")
+    except ConfigError:
+        return None
 
 
 def _agreement(search_timing: dict[str, Any] | None, held_out) -> str:
