@@ -29,7 +29,7 @@ def test_slow_and_hanging_candidates_are_abandoned_within_the_limit(tmp_path):
     space = _space(
         tmp_path,
         [
-            "{steps: [{test_slow: {seconds: 0.2}}], backend: eager}",  # ~1000x slower
+            "{steps: [{test_slow: {seconds: 0.2}}], backend: eager}",  # >10x slower
             "{steps: [{test_slow: {seconds: 600, free_calls: 2}}], backend: eager}",  # hangs
         ],
     )
@@ -50,7 +50,9 @@ def test_slow_and_hanging_candidates_are_abandoned_within_the_limit(tmp_path):
     }
     slow, hanging = by_seconds[0.2], by_seconds[600]
     assert slow.status == "abandoned" and slow.reason.startswith("abandoned: "), slow.reason
-    assert "batches" in slow.reason and slow.paired["ratio"] < 0.05
+    # the property: abandoned after its first batches, below the abandon bar (half the best);
+    # how far below depends on how fast this machine runs the unslowed baseline today
+    assert "batches" in slow.reason and slow.paired["ratio"] < 0.5
     assert hanging.status == "abandoned" and "did not finish" in hanging.reason, hanging.reason
     assert (tmp_path / "report" / "index.html").is_file()
     assert "abandoned:" in (tmp_path / "report" / "report.md").read_text()
