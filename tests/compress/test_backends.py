@@ -89,3 +89,20 @@ def test_tampered_onnx_file_is_refused_on_load(tmp_path):
     done = run_cli("profile", str(out))
     assert done.returncode == 2
     assert "does not match its sha256" in done.stderr
+
+
+def test_an_onnx_variant_saved_without_a_profile_reads_its_files_where_they_landed(tmp_path):
+    # The search saves candidates with profile=False, then profiles the returned module: the
+    # module must read model.onnx from the variant directory, not from the renamed staging one.
+    from wattwise.compress.pipeline import run_recipe
+    from wattwise.compress.recipe import Recipe
+    from wattwise.compress.variant import save_variant
+
+    recipe = Recipe.from_dict(
+        {"steps": [{"quantize": {"method": "int8_dynamic"}}], "backend": "onnxruntime"}
+    )
+    run = run_recipe(loaded(STACK), recipe, measure_steps=False, show_progress=False)
+    variant = save_variant(run, recipe, tmp_path / "v", show_progress=False, profile=False)
+    assert variant.module.path == tmp_path / "v" / "model.onnx"
+    assert variant.module.weights_bytes() == (tmp_path / "v" / "model.onnx").stat().st_size
+    assert variant.module.parameter_count() > 0

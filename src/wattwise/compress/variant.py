@@ -165,6 +165,9 @@ def save_variant(
             "profile": measured.to_dict() if measured else None,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    relocate = getattr(exported.module, "relocate", None)
+    if relocate is not None:  # a module that reads its files (ONNX) follows them into place
+        relocate(Path(output))
     return Variant(Path(output), manifest, measured, run.reports, exported.module)
 
 

@@ -74,6 +74,11 @@ class OnnxModule(nn.Module):
         (output,) = self.session.run([self.output_name], feed)
         return torch.from_numpy(np.ascontiguousarray(output))
 
+    def relocate(self, directory: Path) -> None:
+        """Point at the same file in `directory` (a variant saved in a staging directory that
+        was then renamed into place); the session already holds the graph."""
+        self.path = Path(directory) / self.path.name
+
     def weights_bytes(self) -> int:
         """Bytes of the model file (and its external data, if any)."""
         total = self.path.stat().st_size

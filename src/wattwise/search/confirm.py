@@ -24,6 +24,7 @@ from wattwise.compress.variant import (
 )
 from wattwise.errors import ConfigError
 from wattwise.measure.profile import Profile
+from wattwise.search.deadline import SLICE_SHARE
 from wattwise.search.results import CandidateResult
 from wattwise.search.runner import Search
 from wattwise.search.timing import time_against_original
@@ -85,7 +86,7 @@ def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
             )
             break
         if found.baseline_profile is None:
-            found.baseline_profile = search.profile(original, "test")
+            found.baseline_profile = search.original_scored_on("test")
         baseline_profile = found.baseline_profile
         # Trusted: this search wrote these variants from the model the user named.
         variant = load_variant(result.variant_dir, trust_code=True)
@@ -103,9 +104,16 @@ def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
         if not met:
             continue
         workload = make_workload(original.task, batch, "test", search.workload.name)
-        slice_s = max(1.0, min(search.deadline.slice_s(), search.deadline.left_with_grace() / 4))
+        # Its own slice: the candidates' share of the limit, or a quarter of what is left
+        # before limit + grace (the candidates' slice is already spent down to nothing here).
+        slice_s = max(
+            1.0, min(SLICE_SHARE * search.deadline.limit_s, search.deadline.left_with_grace() / 4)
+        )
         timing = time_against_original(
-            workload.runner(variant.module), workload.runner(original.module), slice_s=slice_s
+            workload.runner(variant.module),
+            workload.runner(original.module),
+            slice_s=slice_s,
+            original_warm_s=search.batch_s() if workload.name == "fixed" else None,
         )
         attempt["timing"] = timing.to_dict()
         corpus = _corpus_workload(original.task, batch) if workload.name == "fixed" else None

@@ -117,6 +117,20 @@ class Search:
         self.eval_s = max(self.state.baseline.seconds, time.perf_counter() - started)
         return self.state.baseline
 
+    def original_scored_on(self, split: str) -> Profile:
+        """The original's search profile with quality re-scored on `split`: its speed, size and
+        energy were measured on inputs of the same shapes, so only quality depends on the split
+        (one scoring pass instead of a second full profile)."""
+        profile = Profile.from_dict(self.state.baseline.profile)
+        quality = self.loaded.task.evaluate(self.original().module, split)
+        return dataclasses.replace(
+            profile,
+            quality=dict(quality.metrics),
+            quality_ci95=dict(quality.ci95),
+            quality_split=quality.split,
+            quality_samples=quality.samples,
+        )
+
     def batch_s(self) -> float:
         """The original's seconds per batch at the user's batch size."""
         key = str(self.objective.batch_size)
@@ -197,6 +211,7 @@ class Search:
                 self.workload.runner(original),
                 slice_s=self.deadline.slice_s(),
                 abandon_below=0.5 * self.best_ratio() if speed_matters else None,
+                original_warm_s=self.batch_s() if self.workload.name == "fixed" else None,
             )
             result.paired, result.speedup = timing.to_dict(), timing.ratio
             result.variant_dir = str(directory)

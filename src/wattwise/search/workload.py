@@ -66,9 +66,18 @@ class Workload:
 
 
 def _tokens(batch: ModelInputs) -> int:
-    if len(batch) > 1 and not batch[1].is_floating_point() and batch[1].dim() == 2:
-        return int(batch[1].sum())  # the attention mask counts real tokens
-    return 0
+    """Real tokens in a text batch: the sum of its attention mask, the 0/1 integer input with
+    the most ones (token type ids are 0/1 too, but mostly 0); 0 for non-text inputs."""
+    masks = [
+        int(t.sum())
+        for t in batch[1:]
+        if not t.is_floating_point()
+        and t.dim() == 2
+        and t.numel()
+        and int(t.max()) <= 1
+        and int(t.min()) >= 0
+    ]
+    return max(masks, default=0)
 
 
 def make_workload(task: Task, batch_size: int, split: str, name: str) -> Workload:
