@@ -44,6 +44,10 @@ def test_bad_settings_are_one_line_config_errors():
         parse_compression("topk:2")
     with pytest.raises(ConfigError, match="min-clients"):
         FederateSettings(clients=3, min_clients=5)
+    for fault in ("die:0", "die:x", "die", "explode"):
+        with pytest.raises(ConfigError, match="die:ROUND"):
+            FederateSettings(clients=3, client_faults={1: fault})
+    assert FederateSettings(clients=3, client_faults={1: "die:2"}).client_faults == {1: "die:2"}
 
 
 def _answers(tmp_path, faults: dict[int, str]):

@@ -39,7 +39,9 @@ SEED = typer.Option(0, "--seed", help="Seed for the split, the initial model and
 CENTRAL = typer.Option(
     0, "--centralised-epochs", help="Also train centrally for this many epochs (the baseline)."
 )
-FAULT = typer.Option(None, "--client-fault", help="Testing aid: PARTITION=nan|garbage|shape|slow.")
+FAULT = typer.Option(
+    None, "--client-fault", help="Testing aid: PARTITION=nan|garbage|shape|slow|die:ROUND."
+)
 
 
 def _faults(items: list[str] | None) -> dict[int, str]:
@@ -204,7 +206,9 @@ def federate_client(
     state_dir: Path = typer.Option(
         Path("federate-client-state"), "--state-dir", help="Where the top-k residual is kept."
     ),
-    fault: str = typer.Option("none", "--fault", help="Testing aid: nan, garbage, shape, slow."),
+    fault: str = typer.Option(
+        "none", "--fault", help="Testing aid: nan, garbage, shape, slow, die:ROUND."
+    ),
     slow_s: float = typer.Option(0.0, "--slow-s", help="How long a 'slow' client stalls, s."),
     max_wait: float = typer.Option(120.0, "--max-wait", help="Seconds to retry a lost server."),
     as_json: bool = JSON_OPTION,

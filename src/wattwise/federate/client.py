@@ -7,6 +7,7 @@ count, and a few numbers about its own work (loss, seconds, energy with its sour
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from flwr.common import (
 from wattwise.errors import WattwiseError
 from wattwise.federate.codec import UpdateEncoder, tensor_type
 from wattwise.federate.data import build_model, fresh_model, read_client_part
-from wattwise.federate.settings import Compression
+from wattwise.federate.settings import Compression, kill_round
 from wattwise.federate.training import load_arrays, model_arrays, train_local
 from wattwise.measure.energy import detect_energy_source
 from wattwise.paths import atomic_write_bytes
@@ -43,8 +44,10 @@ class ServerUnreachableError(WattwiseError):
 class ClientSpec:
     """One client: its partition number, its own data file, and where it keeps its state.
 
-    `fault` makes it misbehave on purpose ("nan", "garbage", "shape", "slow") to test the
-    server; "none" in real use. `slow_s` is how long a "slow" client sleeps before answering.
+    `fault` makes it misbehave on purpose ("nan", "garbage", "shape", "slow", "die:ROUND") to
+    test the server; "none" in real use. `slow_s` is how long a "slow" client sleeps before
+    answering. A "die:ROUND" client SIGKILLs its own process in that round, after it received
+    the global weights and before it answers: a real mid-round dropout at a known moment.
     """
 
     partition: int
@@ -113,6 +116,8 @@ class WattwiseClient(Client):
         global_arrays = parameters_to_ndarrays(ins.parameters)
         load_arrays(self.model, global_arrays)
         round_number = int(config.get("round", 0))
+        if kill_round(self.spec.fault) == round_number:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no goodbye: a killed process
         seed = int(config.get("seed", 0)) * 1_000_003 + round_number * 1_009 + self.spec.partition
         token = self.energy.start()
         started = time.perf_counter()
@@ -213,10 +218,15 @@ def join_server(
 ) -> None:
     """Check the client's arguments, then `run_client` (the CLI's and the API's one entry)."""
     from wattwise.errors import ConfigError
-    from wattwise.federate.settings import CLIENT_FAULTS, parse_address, parse_compression
+    from wattwise.federate.settings import (
+        CLIENT_FAULTS,
+        is_client_fault,
+        parse_address,
+        parse_compression,
+    )
 
     parse_address(server)
-    if fault not in CLIENT_FAULTS:
+    if not is_client_fault(fault):
         raise ConfigError(f"unknown --fault {fault!r}: use one of {', '.join(CLIENT_FAULTS)}")
     spec = ClientSpec(
         partition_id,

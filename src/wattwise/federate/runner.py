@@ -45,6 +45,16 @@ def quiet_flower(verbose: bool = False) -> None:
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def straggler_delay_s(settings: FederateSettings) -> float:
+    """How long a "slow" client stalls before it answers: (rounds + 1) round timeouts.
+
+    Each round lasts at most one round timeout (plus scoring), so the straggler's late answer
+    comes after the whole run: it is dropped at the timeout of its first round and its answer
+    never lands in a later round's bytes, however fast or slow the machine is.
+    """
+    return (settings.rounds + 1) * settings.round_timeout_s
+
+
 def client_command(
     settings: FederateSettings, partition: int, data: Path, address: str, state_dir: Path
 ) -> list[str]:
@@ -55,7 +65,7 @@ def client_command(
     command += ["--state-dir", str(state_dir), "--max-wait", str(int(settings.join_timeout_s))]
     fault = settings.client_faults.get(partition, "none")
     if fault != "none":
-        command += ["--fault", fault, "--slow-s", str(settings.round_timeout_s + 2)]
+        command += ["--fault", fault, "--slow-s", str(straggler_delay_s(settings))]
     return command
 
 
@@ -109,7 +119,7 @@ class ClientFactory:
             self.settings.compression,
             Path(self.state_dir),
             fault,
-            self.settings.round_timeout_s + 2,
+            straggler_delay_s(self.settings),
         )
         return WattwiseClient(spec).to_client()
 

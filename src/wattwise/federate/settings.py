@@ -9,7 +9,8 @@ from wattwise.errors import ConfigError
 
 STRATEGIES = ("fedavg", "fedprox")
 MODES = ("processes", "simulation", "server")
-CLIENT_FAULTS = ("none", "nan", "garbage", "shape", "slow")
+SIMPLE_CLIENT_FAULTS = ("none", "nan", "garbage", "shape", "slow")
+CLIENT_FAULTS = (*SIMPLE_CLIENT_FAULTS, "die:ROUND")  # the forms, for help and error messages
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,19 @@ class Compression:
 
     def label(self) -> str:
         return self.kind if self.kind != "topk" else f"topk:{self.fraction:g}"
+
+
+def kill_round(fault: str) -> int | None:
+    """The round a "die:ROUND" client kills itself in (ROUND >= 1); None for any other fault."""
+    kind, _, value = fault.partition(":")
+    if kind == "die" and value.isdigit() and int(value) >= 1:
+        return int(value)
+    return None
+
+
+def is_client_fault(fault: str) -> bool:
+    """True for a fault a client can be told to simulate (see CLIENT_FAULTS)."""
+    return fault in SIMPLE_CLIENT_FAULTS or kill_round(fault) is not None
 
 
 def parse_partition(text: str) -> Partition:
@@ -90,7 +104,7 @@ class FederateSettings:
         replicas: checkpoint store URLs or directories (default: OUT/checkpoints).
         resume: continue from the newest committed round in the replicas.
         client_faults: partition → fault, to test the server's defences ("nan", "garbage",
-            "shape", "slow"); empty in real runs.
+            "shape", "slow", "die:ROUND"); empty in real runs.
         centralised_epochs: epochs of the centralised baseline (0 = no baseline).
     """
 
@@ -139,7 +153,7 @@ class FederateSettings:
         if self.local_epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError("local epochs, batch size and learning rate must be positive")
         for partition_id, fault in self.client_faults.items():
-            if fault not in CLIENT_FAULTS or not 0 <= partition_id < self.clients:
+            if not is_client_fault(fault) or not 0 <= partition_id < self.clients:
                 raise ConfigError(
                     f"bad client fault {partition_id}={fault!r}: use PARTITION=FAULT with a "
                     f"partition below {self.clients} and one of {', '.join(CLIENT_FAULTS)}"
