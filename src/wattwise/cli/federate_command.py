@@ -25,7 +25,10 @@ STRATEGY = typer.Option("fedavg", "--strategy", help="fedavg or fedprox (Flower'
 MU = typer.Option(0.01, "--proximal-mu", help="FedProx μ.")
 EPOCHS = typer.Option(1, "--local-epochs", help="Local epochs per round on each client.")
 BATCH = typer.Option(32, "--batch-size", help="Local batch size.")
-LR = typer.Option(0.05, "--lr", help="Local SGD learning rate.")
+LR = typer.Option(None, "--lr", help="Local learning rate (default 0.05 SGD; minilm 1e-4 AdamW).")
+STEPS = typer.Option(
+    None, "--local-steps", help="Cap each client's optimizer steps per round (default: none)."
+)
 MIN_CLIENTS = typer.Option(
     None, "--min-clients", help="Fewest accepted updates per round (default: half the clients)."
 )
@@ -72,6 +75,7 @@ def _settings(mode: str, **values):
         local_epochs=values["local_epochs"],
         batch_size=values["batch_size"],
         learning_rate=values["lr"],
+        local_steps=values["local_steps"],
         seed=values["seed"],
         min_clients=values["min_clients"] or max(1, clients // 2),
         round_timeout_s=parse_duration(values["round_timeout"]),
@@ -95,7 +99,7 @@ def _show(result, as_json: bool) -> None:
     table = Table(title=f"wattwise federate: {result.model} ({result.mode})")
     for column in (
         "round",
-        "accuracy %",
+        f"{result.metric} %",
         "accepted",
         "rejected",
         "dropped",
@@ -120,7 +124,7 @@ def _show(result, as_json: bool) -> None:
 
 @app.command()
 def federate(
-    model: str = typer.Argument(..., help="digits-cnn or module:factory."),
+    model: str = typer.Argument(..., help="digits-cnn, minilm or module:factory."),
     clients: int = CLIENTS,
     rounds: int = ROUNDS,
     fraction: float = FRACTION,
@@ -131,6 +135,7 @@ def federate(
     local_epochs: int = EPOCHS,
     batch_size: int = BATCH,
     lr: float = LR,
+    local_steps: int = STEPS,
     min_clients: int = MIN_CLIENTS,
     round_timeout: str = ROUND_TIMEOUT,
     join_timeout: str = JOIN_TIMEOUT,
@@ -164,7 +169,7 @@ def federate(
 
 @app.command("federate-server")
 def federate_server(
-    model: str = typer.Argument(..., help="digits-cnn or module:factory."),
+    model: str = typer.Argument(..., help="digits-cnn, minilm or module:factory."),
     server_address: str = typer.Option(..., "--server-address", help="HOST:PORT to serve on."),
     clients: int = CLIENTS,
     rounds: int = ROUNDS,
@@ -175,6 +180,7 @@ def federate_server(
     local_epochs: int = EPOCHS,
     batch_size: int = BATCH,
     lr: float = LR,
+    local_steps: int = STEPS,
     min_clients: int = MIN_CLIENTS,
     round_timeout: str = ROUND_TIMEOUT,
     join_timeout: str = JOIN_TIMEOUT,
@@ -200,7 +206,9 @@ def federate_server(
 def federate_client(
     server: str = typer.Option(..., "--server", help="The federate server's HOST:PORT."),
     data: Path = typer.Option(..., "--data", help="This client's own data (.npz inputs, labels)."),
-    model: str = typer.Option("digits-cnn", "--model", help="digits-cnn or module:factory."),
+    model: str = typer.Option(
+        "digits-cnn", "--model", help="digits-cnn, minilm or module:factory."
+    ),
     partition_id: int = typer.Option(0, "--partition-id", help="This client's number."),
     update_compression: str = COMPRESSION,
     state_dir: Path = typer.Option(

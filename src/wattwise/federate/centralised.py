@@ -7,7 +7,6 @@ from typing import Any
 from wattwise.federate.data import Workload, fresh_model
 from wattwise.federate.results import CentralisedRun, FederateResult
 from wattwise.federate.settings import FederateSettings
-from wattwise.federate.training import accuracy_on, train_local
 from wattwise.measure.energy import detect_energy_source
 
 
@@ -16,8 +15,7 @@ def train_centralised(settings: FederateSettings, workload: Workload) -> Central
     import torch
 
     model = fresh_model(workload.build, settings.seed)
-    train = workload.task.splits["train"]
-    inputs, labels = workload.task.features[train], workload.task.labels[train]
+    pooled = workload.pooled_train()
     energy = detect_energy_source("cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each client does: the energy figures compare like for like
@@ -25,17 +23,15 @@ def train_centralised(settings: FederateSettings, workload: Workload) -> Central
     try:
         for epoch in range(settings.centralised_epochs):
             token = energy.start()
-            train_local(
+            pooled.train(
                 model,
-                inputs,
-                labels,
                 epochs=1,
                 batch_size=settings.batch_size,
                 learning_rate=settings.learning_rate,
                 seed=settings.seed * 7919 + epoch,
             )
             reading = energy.stop(token)
-            accuracies.append(accuracy_on(model, workload.task, "test"))
+            accuracies.append(workload.score(model))
             energies.append(reading.energy_j)
             seconds.append(reading.duration_s)
     finally:

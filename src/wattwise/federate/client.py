@@ -27,9 +27,9 @@ from flwr.common import (
 
 from wattwise.errors import WattwiseError
 from wattwise.federate.codec import UpdateEncoder, tensor_type
-from wattwise.federate.data import build_model, fresh_model, read_client_part
+from wattwise.federate.data import build_model, fresh_model, open_local_data
 from wattwise.federate.settings import Compression, kill_round
-from wattwise.federate.training import load_arrays, model_arrays, train_local
+from wattwise.federate.training import load_arrays, model_arrays
 from wattwise.measure.energy import detect_energy_source
 from wattwise.paths import atomic_write_bytes
 
@@ -69,7 +69,7 @@ class WattwiseClient(Client):
         # each, which also makes a client's arithmetic the same in every mode.
         torch.set_num_threads(1)
         self.spec = spec
-        self.inputs, self.labels = read_client_part(spec.data)
+        self.data = open_local_data(spec.model, spec.data)
         self.model = fresh_model(build_model(spec.model), seed=0)
         self.energy = detect_energy_source("cpu")
         self.last_fit_monotonic: float | None = None
@@ -77,7 +77,7 @@ class WattwiseClient(Client):
         # process pays one-time costs (lazy imports, kernel set-up, ~3 CPU-s here) that are not
         # training; kept out of round 1's energy so rounds compare with each other and with the
         # centralised baseline, which runs in a warm process. The weights do not change.
-        train_local(self.model, self.inputs[:2], self.labels[:2], 1, 2, 0.0, seed=0)
+        self.data.train(self.model, epochs=1, batch_size=2, learning_rate=0.0, seed=0, max_steps=1)
 
     def rounds_done_since(self, moment: float) -> bool:
         """True when this client answered a round after `moment` (time.monotonic())."""
@@ -121,15 +121,15 @@ class WattwiseClient(Client):
         seed = int(config.get("seed", 0)) * 1_000_003 + round_number * 1_009 + self.spec.partition
         token = self.energy.start()
         started = time.perf_counter()
-        loss = train_local(
+        max_steps = int(config.get("local_steps", 0))
+        loss = self.data.train(
             self.model,
-            self.inputs,
-            self.labels,
             epochs=int(config.get("local_epochs", 1)),
             batch_size=int(config.get("batch_size", 32)),
             learning_rate=float(config.get("learning_rate", 0.05)),
             seed=seed,
             proximal_mu=float(config.get("proximal_mu", 0.0)),
+            max_steps=max_steps or None,
         )
         update = [
             local - start
@@ -157,7 +157,7 @@ class WattwiseClient(Client):
         return FitRes(
             Status(Code.OK, "ok"),
             Parameters(tensors=tensors, tensor_type=tensor_type(self.spec.compression)),
-            len(self.inputs),
+            len(self.data),
             metrics,
         )
 

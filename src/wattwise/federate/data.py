@@ -1,5 +1,6 @@
 """The model and data of a federated run: a fresh seeded model, the held-out test split, and the
-train split dealt to clients (IID or Dirichlet(α) non-IID), one .npz file per client.
+train split dealt to clients (IID or Dirichlet(α) non-IID), one .npz file per client:
+digits-cnn and `module:factory` classifiers here, minilm's retrieval pairs in `retrieval.py`.
 
 Each client process reads only its own file; the server reads only the test split.
 """
@@ -15,9 +16,18 @@ import torch
 from torch import nn
 
 from wattwise.errors import ConfigError, DataError
+from wattwise.federate.retrieval import (
+    TextPairs,
+    minilm_encoder,
+    recall_on,
+    retrieval_task,
+    write_pair_parts,
+)
 from wattwise.federate.settings import Partition
+from wattwise.federate.training import LabelledArrays, LocalData, accuracy_on
 from wattwise.paths import atomic_write_bytes
 from wattwise.tasks.arrays import ArrayTask
+from wattwise.tasks.base import Task
 
 MIN_SAMPLES_PER_CLIENT = 8
 DIRICHLET_TRIES = 200
@@ -25,43 +35,102 @@ DIRICHLET_TRIES = 200
 
 @dataclass(frozen=True)
 class Workload:
-    """What is trained: `build()` returns a fresh model; `task` holds the splits."""
+    """What is trained and how it is judged.
+
+    `build()` returns a fresh model; `task` holds the splits; `score(model)` is the model's
+    `metric` (a fraction) on the held-out test split; `write_parts(clients, partition, seed,
+    directory)` deals the train split to one file per client; `pooled_train()` is the whole
+    train split as one client's data (the centralised baseline).
+    """
 
     model: str
-    task: ArrayTask
+    task: Task
     build: Callable[[], nn.Module]
+    score: Callable[[nn.Module], float]
+    write_parts: Callable[[int, Partition, int, Path], list[Path]]
+    pooled_train: Callable[[], LocalData]
+    metric: str = "accuracy"
 
 
 def build_model(model: str) -> Callable[[], nn.Module]:
-    """A constructor for "digits-cnn" or a user's "module:factory"."""
+    """A constructor for "digits-cnn", "minilm" (pre-trained) or a user's "module:factory"."""
     from wattwise.models.factory import build_from_factory, is_factory_spec
 
     if model == "digits-cnn":
         from wattwise.models.digits import DigitsCNN
 
         return DigitsCNN
+    if model == "minilm":
+        return minilm_encoder
     if is_factory_spec(model):
         return lambda: build_from_factory(model).train()
     raise ConfigError(
-        f"federate trains digits-cnn or a module:factory model, not {model!r}; "
-        "minilm fine-tuning is not federated yet"
+        f"federate trains digits-cnn, minilm or a module:factory model, not {model!r}"
     )
 
 
 def open_workload(model: str, data: Path | None = None, input_shape: str | None = None) -> Workload:
     """The model constructor and task for a run; a factory model needs its data file."""
     build = build_model(model)
+    if model == "minilm":
+        return _retrieval_workload(build)
     if model == "digits-cnn":
         from wattwise.tasks.arrays import digits_task
 
-        return Workload(model, digits_task(seed=0), build)
+        return _array_workload(model, digits_task(seed=0), build)
     if data is None:
         raise ConfigError(f"{model} needs --data FILE (.npz/.csv/.jsonl with inputs and labels)")
     from wattwise.models.factory import parse_input_spec
     from wattwise.tasks.user_data import load_user_task
 
     shape = parse_input_spec(input_shape)[0][0] if input_shape else None
-    return Workload(model, load_user_task(Path(data), "accuracy", sample_shape=shape), build)
+    task = load_user_task(Path(data), "accuracy", sample_shape=shape)
+    return _array_workload(model, task, build)
+
+
+def _array_workload(model: str, task: ArrayTask, build: Callable[[], nn.Module]) -> Workload:
+    def pooled_train() -> LocalData:
+        train = task.splits["train"]
+        return LabelledArrays(task.features[train], task.labels[train])
+
+    return Workload(
+        model,
+        task,
+        build,
+        score=lambda module: accuracy_on(module, task, "test"),
+        write_parts=lambda *args: write_client_parts(task, *args),
+        pooled_train=pooled_train,
+    )
+
+
+def _retrieval_workload(build: Callable[[], nn.Module]) -> Workload:
+    task = retrieval_task(seed=0)
+
+    def write_parts(clients: int, partition: Partition, seed: int, directory: Path):
+        if partition.kind != "iid":
+            raise ConfigError(
+                "minilm's passage/query pairs have no classes to skew: use --partition iid"
+            )
+        pairs = np.zeros(len(task.corpus["train"]), dtype=np.int64)
+        positions = partition_indices(pairs, clients, partition, seed)
+        return write_pair_parts(task, positions, directory)
+
+    return Workload(
+        "minilm",
+        task,
+        build,
+        score=lambda module: recall_on(module, task, "test"),
+        write_parts=write_parts,
+        pooled_train=lambda: TextPairs.pooled(task),
+        metric="recall@10",
+    )
+
+
+def open_local_data(model: str, path: Path) -> LocalData:
+    """A client's own data file, read the way its model trains on it."""
+    if model == "minilm":
+        return TextPairs.read(path)
+    return LabelledArrays(*read_client_part(path))
 
 
 def fresh_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:

@@ -32,7 +32,7 @@ def _accuracy_plot(result: FederateResult) -> str:
     rounds = [r.round for r in result.rounds]
     left.plot(rounds, [100 * r.accuracy for r in result.rounds], "o-", label="federated")
     left.set_xlabel("round")
-    left.set_ylabel("test accuracy, %")
+    left.set_ylabel(f"test {result.metric}, %")
     left.set_title("global model on the held-out test split")
     cumulative, total = [], 0.0
     for r in result.rounds:
@@ -50,8 +50,8 @@ def _accuracy_plot(result: FederateResult) -> str:
             100 * max(central.accuracy_per_epoch), ls="--", c="gray", label="centralised best"
         )
     right.set_xlabel(f"cumulative energy, J ({result.energy_source})")
-    right.set_ylabel("test accuracy, %")
-    right.set_title("accuracy for energy spent")
+    right.set_ylabel(f"test {result.metric}, %")
+    right.set_title(f"{result.metric} for energy spent")
     left.legend()
     right.legend()
     return _png(figure)
@@ -102,7 +102,7 @@ def headline(result: FederateResult) -> str:
     """One sentence a person reads first."""
     text = (
         f"{result.clients} clients, {result.partition}, {result.strategy}, updates "
-        f"{result.compression}: test accuracy {100 * result.final_accuracy:.1f}% after "
+        f"{result.compression}: test {result.metric} {100 * result.final_accuracy:.1f}% after "
         f"{len(result.rounds)} rounds; {result.total_up_bytes / 1e6:.2f} MB up; "
         f"{result.total_energy_j:.4g} J ({result.energy_source})."
     )
@@ -140,7 +140,7 @@ def write_report(result: FederateResult, out: Path) -> Path:
         for r in result.rounds
     )
     headers = (
-        "round", "accuracy %", "selected/accepted/rejected/dropped", "wire up B", "wire down B",
+        "round", f"{result.metric} %", "selected/accepted/rejected/dropped", "wire up B", "wire down B",
         "payload up B", "client energy J", "server energy J", "seconds", "rejections",
     )  # fmt: skip
     page = f"""<!doctype html>

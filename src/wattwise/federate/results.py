@@ -39,7 +39,8 @@ class RoundRecord:
 
     Attributes:
         round: 1-based round number.
-        accuracy: global model's top-1 accuracy (fraction) on the held-out test split.
+        accuracy: the global model's score (fraction) on the held-out test split: top-1
+            accuracy, or recall@10 for minilm (`FederateResult.metric` names it).
         selected / accepted / rejected / dropped: clients asked, averaged, refused, lost
             (crashed, disconnected or past the round timeout).
         aggregated: False when fewer than min_clients updates were accepted (model unchanged).
@@ -96,7 +97,8 @@ class FederateResult:
 
     Attributes:
         rounds: every round, including those committed before a resume.
-        final_accuracy: last round's test accuracy (fraction).
+        final_accuracy: last round's test score (fraction; `metric` names it).
+        metric: what every `accuracy` figure is: "accuracy" (top-1) or "recall@10".
         resumed_from_round: the committed round this process started after (None: fresh).
         wire_source: how bytes on the wire were counted.
         energy_method: how energy figures were obtained (an estimate says so).
@@ -121,6 +123,7 @@ class FederateResult:
     to_same_accuracy: dict[str, Any] | None = None
     per_client_energy_j: dict[str, float] = field(default_factory=dict)
     report_path: str | None = None
+    metric: str = "accuracy"
     notes: list[str] = field(default_factory=list)
 
     @property

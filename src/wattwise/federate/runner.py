@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from wattwise.federate.data import fresh_model, open_workload, write_client_parts
+from wattwise.federate.data import fresh_model, open_workload
 from wattwise.federate.results import FederateResult, RoundRecord
 from wattwise.federate.server import FederatedServer, RoundCheckpoints
 from wattwise.federate.settings import FederateSettings, parse_address
 from wattwise.federate.strategy import BoundedClientManager, RoundBook, make_strategy
-from wattwise.federate.training import accuracy_on, load_arrays, model_arrays
+from wattwise.federate.training import load_arrays, model_arrays
 from wattwise.federate.wire import ByteCountingRelay, free_port
 from wattwise.paths import ensure_writable_dir
 
@@ -144,16 +144,16 @@ def run_federated(
     initial_model = fresh_model(workload.build, settings.seed)
     names = list(initial_model.state_dict())
     initial = model_arrays(initial_model)
-    scorer_model = fresh_model(workload.build, settings.seed)
+    scorer_model = initial_model  # its weights are copied out: it can score every round
 
     def score(arrays: list[np.ndarray]) -> float:
         load_arrays(scorer_model, arrays)
-        return accuracy_on(scorer_model, workload.task, "test")
+        return workload.score(scorer_model)
 
     parts = []
     if settings.mode != "server":
-        parts = write_client_parts(
-            workload.task, settings.clients, settings.partition, settings.seed, out / "clients"
+        parts = workload.write_parts(
+            settings.clients, settings.partition, settings.seed, out / "clients"
         )
     book = RoundBook()
     strategy = make_strategy(settings, initial, book)
@@ -197,7 +197,7 @@ def run_federated(
             relay.close()
         checkpoints.close()
         stop_processes(hooks.clients)
-    return _result(settings, server, relay is not None)
+    return _result(settings, server, relay is not None, workload.metric)
 
 
 def _run_grpc(settings, server, client_manager, grpc_port, relay, parts, out, hooks) -> None:
@@ -258,7 +258,9 @@ def _run_simulation(settings, server, parts, out) -> None:
         raise failure[0]
 
 
-def _result(settings: FederateSettings, server: FederatedServer, wire: bool) -> FederateResult:
+def _result(
+    settings: FederateSettings, server: FederatedServer, wire: bool, metric: str
+) -> FederateResult:
     records = server.records
     per_client: dict[str, float] = {}
     for record in records:
@@ -275,6 +277,7 @@ def _result(settings: FederateSettings, server: FederatedServer, wire: bool) -> 
         strategy=settings.strategy,
         rounds=records,
         final_accuracy=records[-1].accuracy if records else 0.0,
+        metric=metric,
         resumed_from_round=server.resumed_from_round,
         wire_source=WIRE_SOCKET if wire else WIRE_NONE,
         energy_source="+".join(sorted(sources)),

@@ -48,6 +48,12 @@ def is_client_fault(fault: str) -> bool:
     return fault in SIMPLE_CLIENT_FAULTS or kill_round(fault) is not None
 
 
+def default_learning_rate(model: str) -> float:
+    """Local learning rate when none is given: SGD's 0.05 suits the small classifiers; minilm
+    trains with AdamW at 1e-4, the usual ceiling for BERT-size fine-tuning."""
+    return 1e-4 if model == "minilm" else 0.05
+
+
 def parse_partition(text: str) -> Partition:
     """'iid' or 'dirichlet:0.3' → Partition; anything else is a ConfigError naming the forms."""
     text = text.strip().lower()
@@ -87,7 +93,8 @@ class FederateSettings:
     """One federated training run.
 
     Attributes:
-        model: "digits-cnn" or "module:factory" (a fresh, seeded model is built from it).
+        model: "digits-cnn", "minilm" (pre-trained, fine-tuned on retrieval pairs) or
+            "module:factory" (a fresh, seeded model is built from it).
         data: the user's whole data file (.npz/.csv/.jsonl) for a factory model; split 60/20/20,
             clients share the train split, the server keeps the test split.
         clients: number of clients the train split is dealt to.
@@ -96,7 +103,11 @@ class FederateSettings:
         min_clients: fewest accepted updates that make a round; fewer and the round is skipped.
         round_timeout_s: a client that has not answered by then counts as dropped (straggler).
         join_timeout_s: how long the server waits for enough clients to be connected.
-        learning_rate / local_epochs / batch_size: each client's local SGD.
+        learning_rate / local_epochs / batch_size: each client's local training (SGD with
+            momentum for classifiers, AdamW for minilm); learning_rate None picks the model's
+            default (0.05, or 1e-4 for minilm).
+        local_steps: cap on each client's optimizer steps per round (None: every batch of
+            every local epoch).
         proximal_mu: FedProx's μ (only with strategy "fedprox").
         mode: "processes" (server here, one OS process per client, gRPC on loopback),
             "simulation" (Flower's simulation engine on Ray) or "server" (wait for remote clients).
@@ -120,7 +131,8 @@ class FederateSettings:
     proximal_mu: float = 0.01
     local_epochs: int = 1
     batch_size: int = 32
-    learning_rate: float = 0.05
+    learning_rate: float | None = None
+    local_steps: int | None = None
     seed: int = 0
     min_clients: int = 1
     round_timeout_s: float = 120.0
@@ -150,8 +162,12 @@ class FederateSettings:
             )
         if self.round_timeout_s <= 0 or self.join_timeout_s <= 0:
             raise ConfigError("timeouts must be positive seconds, e.g. --round-timeout 60")
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", default_learning_rate(self.model))
         if self.local_epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError("local epochs, batch size and learning rate must be positive")
+        if self.local_steps is not None and self.local_steps < 1:
+            raise ConfigError(f"--local-steps {self.local_steps}: give at least 1 step")
         for partition_id, fault in self.client_faults.items():
             if not is_client_fault(fault) or not 0 <= partition_id < self.clients:
                 raise ConfigError(

@@ -144,6 +144,7 @@ def make_strategy(
             "local_epochs": settings.local_epochs,
             "batch_size": settings.batch_size,
             "learning_rate": settings.learning_rate,
+            "local_steps": settings.local_steps or 0,  # 0: no cap
         }
 
     common = {

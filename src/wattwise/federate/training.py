@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,45 +33,96 @@ def load_arrays(model: nn.Module, arrays: list[np.ndarray]) -> None:
     model.load_state_dict(new_state, strict=True)
 
 
-def train_local(
+BatchLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+class LocalData(Protocol):
+    """A client's own samples and the loss a model trains on them (they never leave it)."""
+
+    def __len__(self) -> int: ...
+
+    def train(
+        self,
+        model: nn.Module,
+        *,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+        seed: int,
+        proximal_mu: float = 0.0,
+        max_steps: int | None = None,
+    ) -> float:
+        """Train `model` on these samples; return the mean loss of the last epoch."""
+
+
+def train_steps(
     model: nn.Module,
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
+    samples: int,
+    batch_loss: BatchLoss,
+    *,
     epochs: int,
     batch_size: int,
     learning_rate: float,
     seed: int,
     proximal_mu: float = 0.0,
+    max_steps: int | None = None,
+    optimizer: str = "sgd",
 ) -> float:
-    """SGD (momentum 0.9) over the given samples; FedProx adds μ/2·‖w − w_global‖² when μ > 0.
+    """The one local loop: seeded shuffles of `samples` positions, `batch_loss(model, positions)`.
 
-    Returns the mean training loss of the last epoch. The shuffle is seeded, so the same seed
-    gives the same update in any process.
+    `optimizer` "sgd" is SGD with momentum 0.9 (small classifiers); "adamw" is AdamW, what
+    transformer fine-tuning uses. FedProx adds μ/2·‖w − w_global‖² when μ > 0. `max_steps` caps
+    the optimizer steps of the call (None: every batch of every epoch). Returns the mean loss of
+    the last epoch; the same seed gives the same update in any process.
     """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.train()
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
-    last_loss = 0.0
+    if optimizer == "adamw":
+        step_rule = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    else:
+        step_rule = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
+    last_loss, steps = 0.0, 0
     for _ in range(epochs):
-        order = torch.randperm(len(inputs), generator=generator)
+        order = torch.randperm(samples, generator=generator)
         losses = []
         for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            loss = F.cross_entropy(model(inputs[batch]).float(), labels[batch])
+            if max_steps is not None and steps >= max_steps:
+                break
+            loss = batch_loss(model, order[start : start + batch_size])
             if anchor is not None:
                 drift = sum(
                     (p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
                 )
                 loss = loss + proximal_mu / 2 * drift
-            optimizer.zero_grad(set_to_none=True)
+            step_rule.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            step_rule.step()
+            steps += 1
             losses.append(float(loss.detach()))
-        last_loss = float(np.mean(losses)) if losses else 0.0
+        last_loss = float(np.mean(losses)) if losses else last_loss
     model.eval()
     return last_loss
+
+
+@dataclass(frozen=True)
+class LabelledArrays:
+    """A classification client's samples: input arrays and their class labels (cross-entropy)."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def train(self, model: nn.Module, **options) -> float:
+        """SGD with momentum on cross-entropy (see `train_steps` for the options)."""
+
+        def batch_loss(module: nn.Module, positions: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(module(self.inputs[positions]).float(), self.labels[positions])
+
+        return train_steps(model, len(self), batch_loss, **options)
 
 
 @torch.no_grad()

@@ -162,17 +162,20 @@ class TextEncoderTask(Task):
         embeddings = reference if same else self.embed(forward, self._split_texts(split))
         cosines = F.cosine_similarity(embeddings, reference, dim=1)
         count = len(self.corpus[split])
-        passages = F.normalize(embeddings[:count], dim=1)
-        queries = F.normalize(embeddings[count:], dim=1)
-        top10 = (queries @ passages.T).topk(min(10, count), dim=1).indices
-        hits = (top10 == torch.arange(count).unsqueeze(1)).any(dim=1).float()
-        recall = float(hits.mean())
+        recall = _recall_at_10(embeddings, count)
         return Quality(
             {"fidelity": float(cosines.mean()), "recall@10": recall},
             split,
             count,
             {"fidelity": mean_ci95(cosines), "recall@10": proportion_ci95(recall, count)},
         )
+
+    def recall_at_10(self, forward: Forward, split: str = "test") -> float:
+        """Recall@10 alone (no reference model needed): the share of a split's queries whose
+        own passage is among the 10 passages nearest to them."""
+        check_split(split)
+        embeddings = self.embed(forward, self._split_texts(split))
+        return _recall_at_10(embeddings, len(self.corpus[split]))
 
     def training_batches(
         self, batch_size: int, seed: int = 0, sample: float | int | None = None
@@ -181,3 +184,13 @@ class TextEncoderTask(Task):
         subset = sample_indices(len(texts), sample, seed) if sample is not None else None
         for batch in endless_batches(len(texts), batch_size, seed, subset):
             yield TrainingBatch(self.tokenize([texts[i] for i in batch.tolist()]), None)
+
+
+def _recall_at_10(embeddings: torch.Tensor, count: int) -> float:
+    """Passages then queries (`count` each): the share of queries whose passage is in their
+    10 nearest passages by cosine."""
+    passages = F.normalize(embeddings[:count], dim=1)
+    queries = F.normalize(embeddings[count:], dim=1)
+    top10 = (queries @ passages.T).topk(min(10, count), dim=1).indices
+    hits = (top10 == torch.arange(count).unsqueeze(1)).any(dim=1).float()
+    return float(hits.mean())
