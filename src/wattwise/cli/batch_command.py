@@ -6,18 +6,19 @@ import typer
 
 from wattwise.cli import app
 from wattwise.cli.common import (
-    INPUT_SHAPE_OPTION,
     JSON_OPTION,
-    WEIGHTS_OPTION,
+    MODEL_FLAGS,
     parse_batch_sizes,
     print_json,
     quiet_for_json,
+    with_option_groups,
 )
 from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console as console
 
 
 @app.command()
+@with_option_groups
 def batch(
     model: str = typer.Argument(..., help="Built-in name, variant dir, HF dir or module:factory."),
     input_path: str = typer.Argument(..., help="Inputs: .jsonl, .csv or .npz."),
@@ -32,8 +33,7 @@ def batch(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     region: str = typer.Option(None, "--region", help="ISO country code for carbon and water."),
     wue: float = typer.Option(None, "--wue", help="On-site water use, litres per kWh."),
-    weights: str = WEIGHTS_OPTION,
-    input_shape: str = INPUT_SHAPE_OPTION,
+    options: ModelOptions = MODEL_FLAGS.only("weights", "input_shape"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run MODEL over every input of INPUT_PATH at the most energy-efficient batch size."""
@@ -48,7 +48,7 @@ def batch(
         chunk_size=chunk_size,
         device=device,
         region=region,
-        options=ModelOptions(weights=weights, input_shape=input_shape),
+        options=options,
         candidates=parse_batch_sizes(candidates),
         wue_l_per_kwh=wue,
         show_progress=not as_json,

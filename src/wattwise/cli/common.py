@@ -1,11 +1,14 @@
-"""Helpers shared by the commands: JSON output, batch-size parsing, model options."""
+"""Helpers shared by the commands: JSON output, batch-size parsing, shared option groups."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -72,22 +75,68 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def model_options(
-    weights,
-    input_shape,
-    data,
-    metric,
-    input_dtype=None,
-    input_range=None,
-    trust_code: bool = False,
-) -> ModelOptions:
-    """ModelOptions from the shared CLI flags."""
-    return ModelOptions(
-        weights=weights,
-        input_shape=input_shape,
-        data=data,
-        metric=metric,
-        input_dtype=input_dtype,
-        input_range=input_range,
-        trust_code=trust_code,
-    )
+@dataclasses.dataclass(frozen=True)
+class OptionGroup:
+    """Flags several commands share, declared once.
+
+    A command takes the group as one parameter, e.g. `options: ModelOptions = MODEL_FLAGS`;
+    `with_option_groups` shows typer the group's flags in that place and hands the command
+    `gather(**values)`, one object built from the flags' values.
+    `flags` maps each flag's parameter name to its type and its `typer.Option`.
+    """
+
+    flags: tuple[tuple[str, Any, Any], ...]
+    gather: Callable[..., Any] = dict
+
+    def only(self, *names: str) -> OptionGroup:
+        """The same group with just the flags named (in the group's order)."""
+        return dataclasses.replace(self, flags=tuple(f for f in self.flags if f[0] in names))
+
+    def without(self, *names: str) -> OptionGroup:
+        """The same group less the flags named."""
+        return dataclasses.replace(self, flags=tuple(f for f in self.flags if f[0] not in names))
+
+    def parameters(self) -> list[inspect.Parameter]:
+        """The flags as keyword parameters, as typer reads them from a signature."""
+        return [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+            for name, kind, option in self.flags
+        ]
+
+
+def with_option_groups(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator (below `@app.command()`): expand each `OptionGroup` default into its flags."""
+    signature = inspect.signature(command, eval_str=True)
+    groups: dict[str, OptionGroup] = {}
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if isinstance(parameter.default, OptionGroup):
+            groups[parameter.name] = parameter.default
+            parameters += parameter.default.parameters()
+        else:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(command)
+    def run(**values: Any) -> Any:
+        for name, group in groups.items():
+            values[name] = group.gather(**{flag: values.pop(flag) for flag, _, _ in group.flags})
+        return command(**values)
+
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    return run
+
+
+# --weights … --trust-code, handed to the command as one `ModelOptions`.
+MODEL_FLAGS = OptionGroup(
+    flags=(
+        ("weights", str, WEIGHTS_OPTION),
+        ("input_shape", str, INPUT_SHAPE_OPTION),
+        ("input_dtype", str, INPUT_DTYPE_OPTION),
+        ("input_range", str, INPUT_RANGE_OPTION),
+        ("data", str, DATA_OPTION),
+        ("metric", str, METRIC_OPTION),
+        ("trust_code", bool, TRUST_CODE_OPTION),
+    ),
+    gather=ModelOptions,
+)

@@ -7,12 +7,12 @@ from rich.table import Table
 
 from wattwise.cli import app
 from wattwise.cli.common import (
-    INPUT_SHAPE_OPTION,
     JSON_OPTION,
-    WEIGHTS_OPTION,
+    MODEL_FLAGS,
     parse_batch_sizes,
     print_json,
     quiet_for_json,
+    with_option_groups,
 )
 from wattwise.errors import ConfigError
 from wattwise.models.registry import ModelOptions
@@ -33,6 +33,7 @@ def _numbers(text: str | None, what: str) -> tuple[float, ...]:
 
 
 @app.command()
+@with_option_groups
 def sweep(
     model: str = typer.Argument(..., help="Built-in name, variant dir, HF dir or module:factory."),
     batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Batch sizes to sweep."),
@@ -45,8 +46,7 @@ def sweep(
         0.5, "--eta", help="Zeus cost weight: 1 = energy only, 0 = time only."
     ),
     out: str = typer.Option(None, "--out", help="Directory for sweep.json and sweep.png."),
-    weights: str = WEIGHTS_OPTION,
-    input_shape: str = INPUT_SHAPE_OPTION,
+    options: ModelOptions = MODEL_FLAGS.only("weights", "input_shape"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure energy per inference vs latency/throughput; pick by η·E + (1−η)·P_max·T."""
@@ -61,7 +61,7 @@ def sweep(
         device=device,
         eta=eta,
         out_dir=out,
-        options=ModelOptions(weights=weights, input_shape=input_shape),
+        options=options,
         show_progress=not as_json,
     )
     if as_json:
