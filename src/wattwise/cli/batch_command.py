@@ -5,20 +5,12 @@ from __future__ import annotations
 import typer
 
 from wattwise.cli import app
-from wattwise.cli.common import (
-    JSON_OPTION,
-    MODEL_FLAGS,
-    parse_batch_sizes,
-    print_json,
-    quiet_for_json,
-    with_option_groups,
-)
+from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, parse_batch_sizes, print_json
 from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console as console
 
 
 @app.command()
-@with_option_groups
 def batch(
     model: str = typer.Argument(..., help="Built-in name, variant dir, HF dir or module:factory."),
     input_path: str = typer.Argument(..., help="Inputs: .jsonl, .csv or .npz."),
@@ -39,7 +31,6 @@ def batch(
     """Run MODEL over every input of INPUT_PATH at the most energy-efficient batch size."""
     from wattwise.api import batch as run_batch
 
-    quiet_for_json(as_json)
     result = run_batch(
         model,
         input_path,

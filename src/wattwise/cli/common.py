@@ -16,7 +16,17 @@ import typer
 from wattwise.errors import ConfigError
 from wattwise.models.registry import ModelOptions
 
-JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+def quiet_for_json(as_json: bool) -> bool:
+    """Silence progress output so stdout holds only JSON (the --json flag's callback)."""
+    if as_json:
+        os.environ["WATTWISE_QUIET"] = "1"
+    return as_json
+
+
+JSON_OPTION = typer.Option(
+    False, "--json", help="Print machine-readable JSON on stdout.", callback=quiet_for_json
+)
 WEIGHTS_OPTION = typer.Option(
     None, "--weights", help="safetensors weights for a module:factory model."
 )
@@ -46,12 +56,6 @@ TRUST_CODE_OPTION = typer.Option(
     "--trust-code",
     help="Allow a variant built from a module:factory to import and run that code.",
 )
-
-
-def quiet_for_json(as_json: bool) -> None:
-    """Silence progress output so stdout holds only JSON."""
-    if as_json:
-        os.environ["WATTWISE_QUIET"] = "1"
 
 
 def print_json(value: Any) -> None:
@@ -105,7 +109,13 @@ class OptionGroup:
 
 
 def with_option_groups(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator (below `@app.command()`): expand each `OptionGroup` default into its flags."""
+    """`command` with each `OptionGroup` default shown to typer as the group's flags.
+
+    `app.command()` applies it to every command; one without a group comes back unchanged.
+    """
+    signature = inspect.signature(command)
+    if not any(isinstance(p.default, OptionGroup) for p in signature.parameters.values()):
+        return command
     signature = inspect.signature(command, eval_str=True)
     groups: dict[str, OptionGroup] = {}
     parameters: list[inspect.Parameter] = []

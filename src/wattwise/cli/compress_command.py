@@ -7,20 +7,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import (
-    JSON_OPTION,
-    MODEL_FLAGS,
-    parse_batch_sizes,
-    print_json,
-    quiet_for_json,
-    with_option_groups,
-)
+from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, parse_batch_sizes, print_json
 from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console
 
 
 @app.command()
-@with_option_groups
 def compress(
     model: str = typer.Argument(
         ..., help="Model spec (built-in, HF dir, module:factory, variant)."
@@ -38,7 +30,6 @@ def compress(
     from wattwise.compress.pipeline import compress as run_compress
     from wattwise.compress.recipe import Recipe
 
-    quiet_for_json(as_json)
     parsed = Recipe.from_yaml(recipe)  # validate before loading anything
     sizes = parse_batch_sizes(batch_sizes)
     variant = run_compress(

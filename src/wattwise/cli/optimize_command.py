@@ -6,20 +6,13 @@ import psutil
 import typer
 
 from wattwise.cli import app
-from wattwise.cli.common import (
-    JSON_OPTION,
-    MODEL_FLAGS,
-    print_json,
-    quiet_for_json,
-    with_option_groups,
-)
+from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, print_json
 from wattwise.durations import parse_duration
 from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console
 
 
 @app.command()
-@with_option_groups
 def optimize(
     model: str = typer.Argument(..., help="Model spec (built-in, HF dir, module:factory)."),
     budget: str = typer.Option(
@@ -60,7 +53,6 @@ def optimize(
     from wattwise.api import optimize as run_optimize
     from wattwise.report.write import headline
 
-    quiet_for_json(as_json)
     result = run_optimize(
         model,
         budget,

@@ -6,14 +6,7 @@ import typer
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import (
-    JSON_OPTION,
-    MODEL_FLAGS,
-    parse_batch_sizes,
-    print_json,
-    quiet_for_json,
-    with_option_groups,
-)
+from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, parse_batch_sizes, print_json
 from wattwise.measure.energy import measured_scope
 from wattwise.measure.profile import Profile
 from wattwise.models.registry import ModelOptions
@@ -21,7 +14,6 @@ from wattwise.progress import result_console as console
 
 
 @app.command()
-@with_option_groups
 def profile(
     model: str = typer.Argument(
         ..., help="Built-in name, variant dir, HF dir, .onnx file or module:factory."
@@ -41,7 +33,6 @@ def profile(
     """Measure what running MODEL costs: size, FLOPs, latency, throughput, memory, quality, energy, carbon."""
     from wattwise.api import profile as run_profile
 
-    quiet_for_json(as_json)
     sizes = parse_batch_sizes(batch_sizes)
     result = run_profile(
         model,

@@ -6,14 +6,7 @@ import typer
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import (
-    JSON_OPTION,
-    MODEL_FLAGS,
-    parse_batch_sizes,
-    print_json,
-    quiet_for_json,
-    with_option_groups,
-)
+from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, parse_batch_sizes, print_json
 from wattwise.errors import ConfigError
 from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console as console
@@ -33,7 +26,6 @@ def _numbers(text: str | None, what: str) -> tuple[float, ...]:
 
 
 @app.command()
-@with_option_groups
 def sweep(
     model: str = typer.Argument(..., help="Built-in name, variant dir, HF dir or module:factory."),
     batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Batch sizes to sweep."),
@@ -52,7 +44,6 @@ def sweep(
     """Measure energy per inference vs latency/throughput; pick by η·E + (1−η)·P_max·T."""
     from wattwise.api import sweep as run_sweep
 
-    quiet_for_json(as_json)
     result = run_sweep(
         model,
         batch_sizes=parse_batch_sizes(batch_sizes),
