@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from wattwise.errors import ConfigError
+from wattwise.models.inputs import parse_positive_numbers
 from wattwise.models.registry import ModelOptions
 
 
@@ -68,14 +69,12 @@ def print_json(value: Any) -> None:
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
     """'1,32' → (1, 32); rejects non-integers and values ≤ 0."""
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as error:
-        raise ConfigError(
-            f"bad --batch-sizes {text!r}: give positive integers like 1,32"
-        ) from error
-    if not sizes or any(size <= 0 for size in sizes):
-        raise ConfigError(f"bad --batch-sizes {text!r}: every batch size must be ≥1, e.g. 1,32")
+    not_positive = f"bad --batch-sizes {text!r}: every batch size must be ≥1, e.g. 1,32"
+    sizes = parse_positive_numbers(
+        text, int, f"bad --batch-sizes {text!r}: give positive integers like 1,32", not_positive
+    )
+    if not sizes:
+        raise ConfigError(not_positive)
     return sizes
 
 

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from wattwise.cli import app
 from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, parse_batch_sizes, print_json
-from wattwise.errors import ConfigError
+from wattwise.models.inputs import parse_positive_numbers
 from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console as console
 from wattwise.sweep.run import SweepResult
@@ -16,13 +16,12 @@ from wattwise.sweep.run import SweepResult
 def _numbers(text: str | None, what: str) -> tuple[float, ...]:
     if not text:
         return ()
-    try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError as error:
-        raise ConfigError(f"bad {what} {text!r}: give numbers like 200,300") from error
-    if any(v <= 0 for v in values):
-        raise ConfigError(f"bad {what} {text!r}: every value must be > 0")
-    return values
+    return parse_positive_numbers(
+        text,
+        float,
+        f"bad {what} {text!r}: give numbers like 200,300",
+        f"bad {what} {text!r}: every value must be > 0",
+    )
 
 
 @app.command()
