@@ -13,7 +13,18 @@ import sys
 
 import typer
 
-app = typer.Typer(
+from wattwise.cli.common import with_option_groups
+
+
+class _Commands(typer.Typer):
+    """typer.Typer whose commands may take an `OptionGroup` (flags several commands share)."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+        return lambda function: register(with_option_groups(function))
+
+
+app = _Commands(
     name="wattwise",
     help="Compress PyTorch models, measure what they cost (latency, energy, carbon), serve them.",
     no_args_is_help=True,

@@ -5,14 +5,7 @@ from __future__ import annotations
 import typer
 
 from wattwise.cli import app
-from wattwise.cli.common import (
-    INPUT_SHAPE_OPTION,
-    JSON_OPTION,
-    WEIGHTS_OPTION,
-    parse_batch_sizes,
-    print_json,
-    quiet_for_json,
-)
+from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, parse_batch_sizes, print_json
 from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console as console
 
@@ -32,14 +25,12 @@ def batch(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     region: str = typer.Option(None, "--region", help="ISO country code for carbon and water."),
     wue: float = typer.Option(None, "--wue", help="On-site water use, litres per kWh."),
-    weights: str = WEIGHTS_OPTION,
-    input_shape: str = INPUT_SHAPE_OPTION,
+    options: ModelOptions = MODEL_FLAGS.only("weights", "input_shape"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run MODEL over every input of INPUT_PATH at the most energy-efficient batch size."""
     from wattwise.api import batch as run_batch
 
-    quiet_for_json(as_json)
     result = run_batch(
         model,
         input_path,
@@ -48,7 +39,7 @@ def batch(
         chunk_size=chunk_size,
         device=device,
         region=region,
-        options=ModelOptions(weights=weights, input_shape=input_shape),
+        options=options,
         candidates=parse_batch_sizes(candidates),
         wue_l_per_kwh=wue,
         show_progress=not as_json,

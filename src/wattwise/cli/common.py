@@ -1,19 +1,33 @@
-"""Helpers shared by the commands: JSON output, batch-size parsing, model options."""
+"""Helpers shared by the commands: JSON output, batch-size parsing, shared option groups."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
 from wattwise.errors import ConfigError
+from wattwise.models.inputs import parse_positive_numbers
 from wattwise.models.registry import ModelOptions
 
-JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+def quiet_for_json(as_json: bool) -> bool:
+    """Silence progress output so stdout holds only JSON (the --json flag's callback)."""
+    if as_json:
+        os.environ["WATTWISE_QUIET"] = "1"
+    return as_json
+
+
+JSON_OPTION = typer.Option(
+    False, "--json", help="Print machine-readable JSON on stdout.", callback=quiet_for_json
+)
 WEIGHTS_OPTION = typer.Option(
     None, "--weights", help="safetensors weights for a module:factory model."
 )
@@ -45,12 +59,6 @@ TRUST_CODE_OPTION = typer.Option(
 )
 
 
-def quiet_for_json(as_json: bool) -> None:
-    """Silence progress output so stdout holds only JSON."""
-    if as_json:
-        os.environ["WATTWISE_QUIET"] = "1"
-
-
 def print_json(value: Any) -> None:
     """Dump dataclasses/dicts as indented JSON on stdout."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -61,33 +69,83 @@ def print_json(value: Any) -> None:
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
     """'1,32' → (1, 32); rejects non-integers and values ≤ 0."""
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as error:
-        raise ConfigError(
-            f"bad --batch-sizes {text!r}: give positive integers like 1,32"
-        ) from error
-    if not sizes or any(size <= 0 for size in sizes):
-        raise ConfigError(f"bad --batch-sizes {text!r}: every batch size must be ≥1, e.g. 1,32")
+    not_positive = f"bad --batch-sizes {text!r}: every batch size must be ≥1, e.g. 1,32"
+    sizes = parse_positive_numbers(
+        text, int, f"bad --batch-sizes {text!r}: give positive integers like 1,32", not_positive
+    )
+    if not sizes:
+        raise ConfigError(not_positive)
     return sizes
 
 
-def model_options(
-    weights,
-    input_shape,
-    data,
-    metric,
-    input_dtype=None,
-    input_range=None,
-    trust_code: bool = False,
-) -> ModelOptions:
-    """ModelOptions from the shared CLI flags."""
-    return ModelOptions(
-        weights=weights,
-        input_shape=input_shape,
-        data=data,
-        metric=metric,
-        input_dtype=input_dtype,
-        input_range=input_range,
-        trust_code=trust_code,
-    )
+@dataclasses.dataclass(frozen=True)
+class OptionGroup:
+    """Flags several commands share, declared once.
+
+    A command takes the group as one parameter, e.g. `options: ModelOptions = MODEL_FLAGS`;
+    `with_option_groups` shows typer the group's flags in that place and hands the command
+    `gather(**values)`, one object built from the flags' values.
+    `flags` maps each flag's parameter name to its type and its `typer.Option`.
+    """
+
+    flags: tuple[tuple[str, Any, Any], ...]
+    gather: Callable[..., Any] = dict
+
+    def only(self, *names: str) -> OptionGroup:
+        """The same group with just the flags named (in the group's order)."""
+        return dataclasses.replace(self, flags=tuple(f for f in self.flags if f[0] in names))
+
+    def without(self, *names: str) -> OptionGroup:
+        """The same group less the flags named."""
+        return dataclasses.replace(self, flags=tuple(f for f in self.flags if f[0] not in names))
+
+    def parameters(self) -> list[inspect.Parameter]:
+        """The flags as keyword parameters, as typer reads them from a signature."""
+        return [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+            for name, kind, option in self.flags
+        ]
+
+
+def with_option_groups(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`command` with each `OptionGroup` default shown to typer as the group's flags.
+
+    `app.command()` applies it to every command; one without a group comes back unchanged.
+    """
+    signature = inspect.signature(command)
+    if not any(isinstance(p.default, OptionGroup) for p in signature.parameters.values()):
+        return command
+    signature = inspect.signature(command, eval_str=True)
+    groups: dict[str, OptionGroup] = {}
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if isinstance(parameter.default, OptionGroup):
+            groups[parameter.name] = parameter.default
+            parameters += parameter.default.parameters()
+        else:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(command)
+    def run(**values: Any) -> Any:
+        for name, group in groups.items():
+            values[name] = group.gather(**{flag: values.pop(flag) for flag, _, _ in group.flags})
+        return command(**values)
+
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    return run
+
+
+# --weights … --trust-code, handed to the command as one `ModelOptions`.
+MODEL_FLAGS = OptionGroup(
+    flags=(
+        ("weights", str, WEIGHTS_OPTION),
+        ("input_shape", str, INPUT_SHAPE_OPTION),
+        ("input_dtype", str, INPUT_DTYPE_OPTION),
+        ("input_range", str, INPUT_RANGE_OPTION),
+        ("data", str, DATA_OPTION),
+        ("metric", str, METRIC_OPTION),
+        ("trust_code", bool, TRUST_CODE_OPTION),
+    ),
+    gather=ModelOptions,
+)

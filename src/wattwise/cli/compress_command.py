@@ -7,20 +7,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import (
-    DATA_OPTION,
-    INPUT_DTYPE_OPTION,
-    INPUT_RANGE_OPTION,
-    INPUT_SHAPE_OPTION,
-    JSON_OPTION,
-    METRIC_OPTION,
-    TRUST_CODE_OPTION,
-    WEIGHTS_OPTION,
-    model_options,
-    parse_batch_sizes,
-    print_json,
-    quiet_for_json,
-)
+from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, parse_batch_sizes, print_json
+from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console
 
 
@@ -35,20 +23,13 @@ def compress(
     batch_sizes: str = typer.Option("1,32", "--batch-sizes", help="Batch sizes for the profile."),
     region: str = typer.Option(None, "--region", help="ISO country code for carbon."),
     seed: int = typer.Option(0, "--seed", help="Seed for calibration, training and sampling."),
-    weights: str = WEIGHTS_OPTION,
-    input_shape: str = INPUT_SHAPE_OPTION,
-    input_dtype: str = INPUT_DTYPE_OPTION,
-    input_range: str = INPUT_RANGE_OPTION,
-    data: str = DATA_OPTION,
-    metric: str = METRIC_OPTION,
-    trust_code: bool = TRUST_CODE_OPTION,
+    options: ModelOptions = MODEL_FLAGS,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Apply a recipe to MODEL and save the result as a variant directory (atomically)."""
     from wattwise.compress.pipeline import compress as run_compress
     from wattwise.compress.recipe import Recipe
 
-    quiet_for_json(as_json)
     parsed = Recipe.from_yaml(recipe)  # validate before loading anything
     sizes = parse_batch_sizes(batch_sizes)
     variant = run_compress(
@@ -60,9 +41,7 @@ def compress(
         batch_sizes=sizes,
         region=region,
         show_progress=not as_json,
-        options=model_options(
-            weights, input_shape, data, metric, input_dtype, input_range, trust_code
-        ),
+        options=options,
     )
     if as_json:
         print_json({"path": str(variant.path), "manifest": variant.manifest})

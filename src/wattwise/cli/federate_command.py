@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import INPUT_SHAPE_OPTION, JSON_OPTION, print_json, quiet_for_json
+from wattwise.cli.common import INPUT_SHAPE_OPTION, JSON_OPTION, OptionGroup, print_json
 from wattwise.durations import parse_duration
 from wattwise.errors import ConfigError
 from wattwise.progress import result_console
@@ -44,6 +44,36 @@ CENTRAL = typer.Option(
 )
 FAULT = typer.Option(
     None, "--client-fault", help="Testing aid: PARTITION=nan|garbage|shape|slow|die:ROUND."
+)
+# The flags of the rounds and of the clients' local training, handed to a command as one dict.
+ROUND_FLAGS = OptionGroup(
+    flags=(
+        ("clients", int, CLIENTS),
+        ("rounds", int, ROUNDS),
+        ("fraction", float, FRACTION),
+        ("partition", str, PARTITION),
+        ("update_compression", str, COMPRESSION),
+        ("strategy", str, STRATEGY),
+        ("proximal_mu", float, MU),
+        ("local_epochs", int, EPOCHS),
+        ("batch_size", int, BATCH),
+        ("lr", float, LR),
+        ("local_steps", int, STEPS),
+        ("min_clients", int, MIN_CLIENTS),
+        ("round_timeout", str, ROUND_TIMEOUT),
+        ("join_timeout", str, JOIN_TIMEOUT),
+    )
+)
+# Where the run keeps its files, the data it trains on and its seed, as one dict.
+RUN_FLAGS = OptionGroup(
+    flags=(
+        ("out", Path, OUT),
+        ("replica", list[str], REPLICA),
+        ("resume", bool, RESUME),
+        ("data", Path, DATA),
+        ("input_shape", str, INPUT_SHAPE_OPTION),
+        ("seed", int, SEED),
+    )
 )
 
 
@@ -90,6 +120,13 @@ def _settings(mode: str, **values):
     )
 
 
+def _run(settings, as_json: bool) -> None:
+    """Run the federated training `settings` describe, then show its result."""
+    from wattwise.api import federate as run
+
+    _show(run(settings, show_progress=not as_json), as_json)
+
+
 def _show(result, as_json: bool) -> None:
     if as_json:
         print_json(result.to_dict())
@@ -125,81 +162,53 @@ def _show(result, as_json: bool) -> None:
 @app.command()
 def federate(
     model: str = typer.Argument(..., help="digits-cnn, minilm or module:factory."),
-    clients: int = CLIENTS,
-    rounds: int = ROUNDS,
-    fraction: float = FRACTION,
-    partition: str = PARTITION,
-    update_compression: str = COMPRESSION,
-    strategy: str = STRATEGY,
-    proximal_mu: float = MU,
-    local_epochs: int = EPOCHS,
-    batch_size: int = BATCH,
-    lr: float = LR,
-    local_steps: int = STEPS,
-    min_clients: int = MIN_CLIENTS,
-    round_timeout: str = ROUND_TIMEOUT,
-    join_timeout: str = JOIN_TIMEOUT,
+    round_flags: dict = ROUND_FLAGS,
     simulation: bool = typer.Option(
         False, "--simulation", help="Run clients in Flower's simulation engine (Ray, loopback)."
     ),
     server_address: str = typer.Option(
         None, "--server-address", help="HOST:PORT: serve remote clients there instead of spawning."
     ),
-    out: Path = OUT,
-    replica: list[str] = REPLICA,
-    resume: bool = RESUME,
-    data: Path = DATA,
-    input_shape: str = INPUT_SHAPE_OPTION,
-    seed: int = SEED,
+    run_flags: dict = RUN_FLAGS,
     centralised_epochs: int = CENTRAL,
     client_fault: list[str] = FAULT,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train across clients that keep their data (local processes on gRPC, or --simulation)."""
-    values = dict(locals())
-    from wattwise.api import federate as run
-
-    quiet_for_json(as_json)
     if simulation and server_address:
         raise ConfigError("--simulation runs clients here; drop --server-address or --simulation")
     mode = "simulation" if simulation else ("server" if server_address else "processes")
-    result = run(_settings(mode, **values), show_progress=not as_json)
-    _show(result, as_json)
+    settings = _settings(
+        mode,
+        model=model,
+        server_address=server_address,
+        centralised_epochs=centralised_epochs,
+        client_fault=client_fault,
+        **round_flags,
+        **run_flags,
+    )
+    _run(settings, as_json)
 
 
 @app.command("federate-server")
 def federate_server(
     model: str = typer.Argument(..., help="digits-cnn, minilm or module:factory."),
     server_address: str = typer.Option(..., "--server-address", help="HOST:PORT to serve on."),
-    clients: int = CLIENTS,
-    rounds: int = ROUNDS,
-    fraction: float = FRACTION,
-    update_compression: str = COMPRESSION,
-    strategy: str = STRATEGY,
-    proximal_mu: float = MU,
-    local_epochs: int = EPOCHS,
-    batch_size: int = BATCH,
-    lr: float = LR,
-    local_steps: int = STEPS,
-    min_clients: int = MIN_CLIENTS,
-    round_timeout: str = ROUND_TIMEOUT,
-    join_timeout: str = JOIN_TIMEOUT,
-    out: Path = OUT,
-    replica: list[str] = REPLICA,
-    resume: bool = RESUME,
-    data: Path = DATA,
-    input_shape: str = INPUT_SHAPE_OPTION,
-    seed: int = SEED,
+    round_flags: dict = ROUND_FLAGS.without("partition"),
+    run_flags: dict = RUN_FLAGS,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve one federated run on gRPC for `wattwise federate-client` processes (any machine)."""
-    values = dict(locals())
-    from wattwise.api import federate as run
-
-    quiet_for_json(as_json)
-    values.update(partition="iid", centralised_epochs=0)
-    result = run(_settings("server", **values), show_progress=not as_json)
-    _show(result, as_json)
+    settings = _settings(
+        "server",
+        model=model,
+        server_address=server_address,
+        partition="iid",
+        centralised_epochs=0,
+        **round_flags,
+        **run_flags,
+    )
+    _run(settings, as_json)
 
 
 @app.command("federate-client")
@@ -226,7 +235,6 @@ def federate_client(
     # importing wattwise.api loads every area (seconds per client process on a busy machine).
     from wattwise.federate.client import join_server as run
 
-    quiet_for_json(as_json)
     run(server, data, model, partition_id, update_compression, state_dir, fault, slow_s, max_wait)
     if as_json:
         print_json({"server": server, "partition": partition_id, "finished": True})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from wattwise.cli import app
-from wattwise.cli.common import JSON_OPTION, print_json, quiet_for_json
+from wattwise.cli.common import JSON_OPTION, print_json
 from wattwise.progress import result_console as console
 
 
@@ -27,7 +27,6 @@ def generate(
     """Continue PROMPT greedily with MODEL (KV cache on); with --draft, by speculative decoding."""
     from wattwise.api import generate as run_generate
 
-    quiet_for_json(as_json)
     result = run_generate(
         model, prompt, max_new_tokens, draft, kv_cache=not no_kv_cache, show_progress=not as_json
     )

@@ -6,20 +6,9 @@ import psutil
 import typer
 
 from wattwise.cli import app
-from wattwise.cli.common import (
-    DATA_OPTION,
-    INPUT_DTYPE_OPTION,
-    INPUT_RANGE_OPTION,
-    INPUT_SHAPE_OPTION,
-    JSON_OPTION,
-    METRIC_OPTION,
-    TRUST_CODE_OPTION,
-    WEIGHTS_OPTION,
-    model_options,
-    print_json,
-    quiet_for_json,
-)
+from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, print_json
 from wattwise.durations import parse_duration
+from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console
 
 
@@ -54,13 +43,7 @@ def optimize(
         help="What speed is timed on: fixed (the kernel-level batch; text: 128 real tokens per "
         "input) or corpus (the task's real texts, length-sorted batches).",
     ),
-    weights: str = WEIGHTS_OPTION,
-    input_shape: str = INPUT_SHAPE_OPTION,
-    input_dtype: str = INPUT_DTYPE_OPTION,
-    input_range: str = INPUT_RANGE_OPTION,
-    data: str = DATA_OPTION,
-    metric: str = METRIC_OPTION,
-    trust_code: bool = TRUST_CODE_OPTION,
+    options: ModelOptions = MODEL_FLAGS,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Find the cheapest variant within a quality budget; write report and chosen variant.
@@ -70,7 +53,6 @@ def optimize(
     from wattwise.api import optimize as run_optimize
     from wattwise.report.write import headline
 
-    quiet_for_json(as_json)
     result = run_optimize(
         model,
         budget,
@@ -83,9 +65,7 @@ def optimize(
         resume=resume,
         seed=seed,
         region=region,
-        options=model_options(
-            weights, input_shape, data, metric, input_dtype, input_range, trust_code
-        ),
+        options=options,
         workload=workload,
         started_unix=psutil.Process().create_time(),  # start-up counts against the limit
     )

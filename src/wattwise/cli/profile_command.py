@@ -6,22 +6,10 @@ import typer
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import (
-    DATA_OPTION,
-    INPUT_DTYPE_OPTION,
-    INPUT_RANGE_OPTION,
-    INPUT_SHAPE_OPTION,
-    JSON_OPTION,
-    METRIC_OPTION,
-    TRUST_CODE_OPTION,
-    WEIGHTS_OPTION,
-    model_options,
-    parse_batch_sizes,
-    print_json,
-    quiet_for_json,
-)
+from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, parse_batch_sizes, print_json
 from wattwise.measure.energy import measured_scope
 from wattwise.measure.profile import Profile
+from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console as console
 
 
@@ -39,19 +27,12 @@ def profile(
     wue: float = typer.Option(
         None, "--wue", help="On-site water use, litres per kWh (default 1.8: US data-centre mean)."
     ),
-    weights: str = WEIGHTS_OPTION,
-    input_shape: str = INPUT_SHAPE_OPTION,
-    input_dtype: str = INPUT_DTYPE_OPTION,
-    input_range: str = INPUT_RANGE_OPTION,
-    data: str = DATA_OPTION,
-    metric: str = METRIC_OPTION,
-    trust_code: bool = TRUST_CODE_OPTION,
+    options: ModelOptions = MODEL_FLAGS,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure what running MODEL costs: size, FLOPs, latency, throughput, memory, quality, energy, carbon."""
     from wattwise.api import profile as run_profile
 
-    quiet_for_json(as_json)
     sizes = parse_batch_sizes(batch_sizes)
     result = run_profile(
         model,
@@ -59,7 +40,7 @@ def profile(
         device,
         region,
         threads,
-        model_options(weights, input_shape, data, metric, input_dtype, input_range, trust_code),
+        options,
         show_progress=not as_json,
         wue_l_per_kwh=wue,
     )

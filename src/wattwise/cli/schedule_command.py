@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from wattwise.cli import app
-from wattwise.cli.common import JSON_OPTION, print_json, quiet_for_json
+from wattwise.cli.common import JSON_OPTION, print_json
 from wattwise.progress import result_console as console
 from wattwise.schedule.plan import SchedulePlan
 
@@ -38,7 +38,6 @@ def schedule(
     """Pick the start (and region) with the least carbon before the deadline, wait, run COMMAND."""
     from wattwise.api import schedule as run_schedule
 
-    quiet_for_json(as_json)
     if not command and not dry_run:
         from wattwise.errors import ConfigError
 

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import JSON_OPTION, TRUST_CODE_OPTION, print_json, quiet_for_json
+from wattwise.cli.common import JSON_OPTION, TRUST_CODE_OPTION, print_json
 from wattwise.progress import info
 from wattwise.progress import result_console as console
 
@@ -92,7 +92,6 @@ def serve(
     )
     from wattwise.serve.settings import ServeSettings
 
-    quiet_for_json(as_json)
     options = {k: v for k, v in context.params.items() if k not in ("swap", "as_json")}
     settings = ServeSettings.from_options(**options).checked()
     if swap:
@@ -144,7 +143,6 @@ def loadtest(
     """Load-test a `wattwise serve` server: throughput, p50/p95/p99 latency, errors by status."""
     from wattwise.serve.loadtest import run_loadtest
 
-    quiet_for_json(as_json)
     result = run_loadtest(url, clients, duration, inputs_per_request, api_key_env)
     if as_json:
         print_json(result.to_dict())

@@ -6,15 +6,8 @@ import typer
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import (
-    INPUT_SHAPE_OPTION,
-    JSON_OPTION,
-    WEIGHTS_OPTION,
-    parse_batch_sizes,
-    print_json,
-    quiet_for_json,
-)
-from wattwise.errors import ConfigError
+from wattwise.cli.common import JSON_OPTION, MODEL_FLAGS, parse_batch_sizes, print_json
+from wattwise.models.inputs import parse_positive_numbers
 from wattwise.models.registry import ModelOptions
 from wattwise.progress import result_console as console
 from wattwise.sweep.run import SweepResult
@@ -23,13 +16,12 @@ from wattwise.sweep.run import SweepResult
 def _numbers(text: str | None, what: str) -> tuple[float, ...]:
     if not text:
         return ()
-    try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError as error:
-        raise ConfigError(f"bad {what} {text!r}: give numbers like 200,300") from error
-    if any(v <= 0 for v in values):
-        raise ConfigError(f"bad {what} {text!r}: every value must be > 0")
-    return values
+    return parse_positive_numbers(
+        text,
+        float,
+        f"bad {what} {text!r}: give numbers like 200,300",
+        f"bad {what} {text!r}: every value must be > 0",
+    )
 
 
 @app.command()
@@ -45,14 +37,12 @@ def sweep(
         0.5, "--eta", help="Zeus cost weight: 1 = energy only, 0 = time only."
     ),
     out: str = typer.Option(None, "--out", help="Directory for sweep.json and sweep.png."),
-    weights: str = WEIGHTS_OPTION,
-    input_shape: str = INPUT_SHAPE_OPTION,
+    options: ModelOptions = MODEL_FLAGS.only("weights", "input_shape"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure energy per inference vs latency/throughput; pick by η·E + (1−η)·P_max·T."""
     from wattwise.api import sweep as run_sweep
 
-    quiet_for_json(as_json)
     result = run_sweep(
         model,
         batch_sizes=parse_batch_sizes(batch_sizes),
@@ -61,7 +51,7 @@ def sweep(
         device=device,
         eta=eta,
         out_dir=out,
-        options=ModelOptions(weights=weights, input_shape=input_shape),
+        options=options,
         show_progress=not as_json,
     )
     if as_json:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import JSON_OPTION, print_json, quiet_for_json
+from wattwise.cli.common import JSON_OPTION, print_json
 from wattwise.progress import result_console as console
 
 
@@ -23,7 +23,6 @@ def train(
     """Train with replicated checkpoints; a standby promotes itself when the primary's lease expires."""
     from wattwise.api import train as run_train
 
-    quiet_for_json(as_json)
     result = run_train(config, role=role, show_progress=not as_json)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports

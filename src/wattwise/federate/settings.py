@@ -54,19 +54,25 @@ def default_learning_rate(model: str) -> float:
     return 1e-4 if model == "minilm" else 0.05
 
 
+def _number_after(text: str, kind: str) -> float | None:
+    """The number in 'KIND:NUMBER' (None when `text` is another kind or no number follows)."""
+    prefix, _, value = text.partition(":")
+    if prefix != kind:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 def parse_partition(text: str) -> Partition:
     """'iid' or 'dirichlet:0.3' → Partition; anything else is a ConfigError naming the forms."""
     text = text.strip().lower()
     if text == "iid":
         return Partition("iid")
-    kind, _, value = text.partition(":")
-    if kind == "dirichlet":
-        try:
-            alpha = float(value)
-        except ValueError:
-            alpha = -1.0
-        if alpha > 0:
-            return Partition("dirichlet", alpha)
+    alpha = _number_after(text, "dirichlet")
+    if alpha is not None and alpha > 0:
+        return Partition("dirichlet", alpha)
     raise ConfigError(f"bad --partition {text!r}: use iid or dirichlet:ALPHA with ALPHA > 0")
 
 
@@ -75,14 +81,9 @@ def parse_compression(text: str) -> Compression:
     text = text.strip().lower()
     if text in ("none", "int8"):
         return Compression(text)
-    kind, _, value = text.partition(":")
-    if kind == "topk":
-        try:
-            fraction = float(value)
-        except ValueError:
-            fraction = -1.0
-        if 0 < fraction <= 1:
-            return Compression("topk", fraction)
+    fraction = _number_after(text, "topk")
+    if fraction is not None and 0 < fraction <= 1:
+        return Compression("topk", fraction)
     raise ConfigError(
         f"bad --update-compression {text!r}: use none, int8 or topk:F with 0 < F <= 1"
     )

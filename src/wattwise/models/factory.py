@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wattwise.errors import ConfigError, ModelLoadError
-from wattwise.models.inputs import dtype_named
+from wattwise.errors import ModelLoadError
+from wattwise.models.inputs import dtype_named, parse_positive_numbers
 
 
 def is_factory_spec(spec: str) -> bool:
@@ -62,14 +62,12 @@ def parse_input_spec(
     inputs = []
     for part in spec.split(";"):
         shape_text, _, dtype_name = part.strip().partition(":")
-        try:
-            shape = tuple(int(d) for d in shape_text.split(",") if d.strip())
-        except ValueError as error:
-            raise ConfigError(
-                f"bad input shape {part!r}: give per-sample sizes like '3,32,32' or '16:int64'"
-            ) from error
-        if any(d <= 0 for d in shape):
-            raise ConfigError(f"bad input shape {part!r}: every size must be positive")
+        shape = parse_positive_numbers(
+            shape_text,
+            int,
+            f"bad input shape {part!r}: give per-sample sizes like '3,32,32' or '16:int64'",
+            f"bad input shape {part!r}: every size must be positive",
+        )
         if not dtype_name:
             inputs.append((shape, default_dtype))
             continue

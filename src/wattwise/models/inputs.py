@@ -59,6 +59,23 @@ class InputRange:
     high: float
 
 
+def parse_positive_numbers(
+    text: str, kind: type[int] | type[float], not_numbers: str, not_positive: str
+) -> tuple:
+    """'1,32' → (1, 32): the comma-separated `kind` numbers in `text`, each > 0 (blanks skipped).
+
+    Raises ConfigError(not_numbers) when a part is not a `kind`, ConfigError(not_positive) when
+    one is ≤ 0; each message names the flag and the fix.
+    """
+    try:
+        values = tuple(kind(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise ConfigError(not_numbers) from error
+    if any(value <= 0 for value in values):
+        raise ConfigError(not_positive)
+    return values
+
+
 def parse_input_range(text: str | None) -> InputRange | None:
     """'0,1000' → InputRange(0, 1000); None stays None."""
     if not text:

@@ -122,32 +122,19 @@ def plan_window(
     if best is None:
         missing = [r for r in names if r not in forecast]
         reason = f" (no data for {', '.join(missing)})" if missing else ""
-        return SchedulePlan(
-            has_forecast=False,
-            now=now.isoformat(),
-            deadline=deadline.isoformat(),
-            duration_s=duration_s,
-            region=home,
-            start=now.isoformat(),
-            end=(now + timedelta(seconds=duration_s)).isoformat(),
-            wait_s=0.0,
-            mean_intensity_g_per_kwh=None,
-            now_region=home,
-            now_mean_intensity_g_per_kwh=None,
-            saving_pct=None,
-            candidates_checked=checked,
-            notes=[
-                "no forecast covers any window between now and the deadline"
-                f"{reason}: no data to choose by, so the job runs now"
-            ],
-        )
-    mean, start, _, region = best
-    saving = (1 - mean / baseline) * 100 if baseline else None
-    notes = []
-    if baseline is None:
-        notes.append(f"the forecast does not cover a start now in {home}: no saving computed")
+        mean, start, region, baseline, saving = None, now, home, None, None
+        notes = [
+            "no forecast covers any window between now and the deadline"
+            f"{reason}: no data to choose by, so the job runs now"
+        ]
+    else:
+        mean, start, _, region = best
+        saving = (1 - mean / baseline) * 100 if baseline else None
+        notes = []
+        if baseline is None:
+            notes.append(f"the forecast does not cover a start now in {home}: no saving computed")
     return SchedulePlan(
-        has_forecast=True,
+        has_forecast=best is not None,
         now=now.isoformat(),
         deadline=deadline.isoformat(),
         duration_s=duration_s,

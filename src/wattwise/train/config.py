@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Literal
 
@@ -144,15 +145,5 @@ def load_settings(path: str | Path) -> TrainSettings:
 
 
 def train_config(settings: TrainSettings) -> TrainConfig:
-    """The trainer's config from the run settings."""
-    return TrainConfig(
-        steps=settings.steps,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        precision=settings.precision,
-        grad_accumulation=settings.grad_accumulation,
-        max_grad_norm=settings.max_grad_norm,
-        warmup_steps=settings.warmup_steps,
-        seed=settings.seed,
-        gradient_checkpointing=settings.gradient_checkpointing,
-    )
+    """The trainer's config from the run settings (each TrainConfig field has its namesake there)."""
+    return TrainConfig(**settings.model_dump(include={f.name for f in fields(TrainConfig)}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -161,11 +162,7 @@ def _train(
         lag = replicator.lag()
         journal.write(
             "step",
-            step=entry.step,
-            loss=entry.loss,
-            seconds=entry.seconds,
-            energy_j=entry.energy_j,
-            energy_source=entry.energy_source,
+            **asdict(entry),
             lag_steps=lag.steps,
             lag_s=round(lag.seconds, 4),
             durable_step=replicator.durable_step,

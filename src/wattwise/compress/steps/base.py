@@ -108,6 +108,25 @@ def register_step(handler: Handler):
     return decorate
 
 
+class OnnxRuntimeStep(Step):
+    """A step the onnxruntime backend applies to the exported graph (deferred there).
+
+    On any other backend its handler, `refuse_outside_onnxruntime`, raises the class's
+    `outside_onnxruntime` (formatted with `step` and `backend`) as a ConfigError naming the fix.
+    """
+
+    outside_onnxruntime: ClassVar[str] = ""
+
+    def deferred_for(self, backend_name: str) -> bool:
+        """ONNX Runtime applies the step to the exported graph."""
+        return backend_name == "onnxruntime"
+
+
+def refuse_outside_onnxruntime(context, module: nn.Module, step: OnnxRuntimeStep) -> StepOutcome:
+    """The handler of an OnnxRuntimeStep: reached only on another backend, where it is an error."""
+    raise ConfigError(step.outside_onnxruntime.format(step=step, backend=context.backend.name))
+
+
 def step_kinds() -> dict[str, list[str]]:
     """kind → the methods registered for it."""
     kinds: dict[str, list[str]] = {}

@@ -21,7 +21,11 @@ from typing import Literal
 from torch import nn
 
 from wattwise.backends.onnx_quantize import register_onnx_quantizer
-from wattwise.compress.steps.base import Step, StepOutcome, register_step
+from wattwise.compress.steps.base import (
+    OnnxRuntimeStep,
+    refuse_outside_onnxruntime,
+    register_step,
+)
 from wattwise.errors import ConfigError
 
 
@@ -43,16 +47,8 @@ def use_eager_attention(module: nn.Module) -> nn.Module:
     return module
 
 
-def apply_fusion_in_pytorch(context, module: nn.Module, step: TransformerFusion) -> StepOutcome:
-    """Never runs on the onnxruntime backend (deferred there); elsewhere it is a config error."""
-    raise ConfigError(
-        f"fuse {step.method} rewrites an ONNX graph and needs 'backend: onnxruntime' "
-        f"(this recipe's backend is {context.backend.name})"
-    )
-
-
-@register_step(apply_fusion_in_pytorch)
-class TransformerFusion(Step):
+@register_step(refuse_outside_onnxruntime)
+class TransformerFusion(OnnxRuntimeStep):
     """`fuse: {method: onnxruntime_transformer, model_type, num_heads, hidden_size, opt_level,
     attention}`.
 
@@ -63,6 +59,10 @@ class TransformerFusion(Step):
     """
 
     kind = "fuse"
+    outside_onnxruntime = (
+        "fuse {step.method} rewrites an ONNX graph and needs 'backend: onnxruntime' "
+        "(this recipe's backend is {backend})"
+    )
     libraries = ("onnxruntime",)
     method: Literal["onnxruntime_transformer"] = "onnxruntime_transformer"
     model_type: Literal["bert"] = "bert"
@@ -70,10 +70,6 @@ class TransformerFusion(Step):
     hidden_size: int = 0
     opt_level: Literal[0, 1] = 1
     attention: Literal["eager", "unchanged"] = "eager"
-
-    def deferred_for(self, backend_name: str) -> bool:
-        """ONNX Runtime fuses the exported graph."""
-        return backend_name == "onnxruntime"
 
     def prepare_export(self, module: nn.Module) -> nn.Module:
         """Eager attention for the export when asked (the module is already a copy)."""

@@ -40,7 +40,11 @@ from wattwise.backends.onnx_quantize import (
     register_onnx_quantizer,
     selected_nodes,
 )
-from wattwise.compress.steps.base import Step, StepOutcome, register_step
+from wattwise.compress.steps.base import (
+    OnnxRuntimeStep,
+    refuse_outside_onnxruntime,
+    register_step,
+)
 from wattwise.compress.steps.quantize_common import calibration_batches, selected_names
 from wattwise.compress.steps.sensitivity import layer_sensitivity, mean_cosine, simulated_fidelity
 from wattwise.errors import ConfigError
@@ -48,16 +52,8 @@ from wattwise.errors import ConfigError
 MAX_CONFIRMATIONS = 6  # real quantizations tried after the simulated choice
 
 
-def apply_selective_in_pytorch(context, module: nn.Module, step: Int8Selective) -> StepOutcome:
-    """Deferred on onnxruntime; other backends are a config error (no replayable choice yet)."""
-    raise ConfigError(
-        "quantize int8_selective is applied by the onnxruntime backend; set 'backend: "
-        f"onnxruntime' (this recipe's backend is {context.backend.name})"
-    )
-
-
-@register_step(apply_selective_in_pytorch)
-class Int8Selective(Step):
+@register_step(refuse_outside_onnxruntime)
+class Int8Selective(OnnxRuntimeStep):
     """`quantize: {method: int8_selective, granularity, min_fidelity, calibration_samples,
     keep_fp32}`: ONNX Runtime dynamic int8 on every selected layer except `keep_fp32`.
 
@@ -66,16 +62,16 @@ class Int8Selective(Step):
     """
 
     kind = "quantize"
+    outside_onnxruntime = (
+        "quantize int8_selective is applied by the onnxruntime backend; set 'backend: "
+        "onnxruntime' (this recipe's backend is {backend})"
+    )
     libraries = ("onnxruntime",)
     method: Literal["int8_selective"] = "int8_selective"
     granularity: Literal["per_tensor", "per_channel"] = "per_tensor"
     min_fidelity: float = Field(0.99, gt=0.0, le=1.0)
     calibration_samples: int = Field(32, gt=0)
     keep_fp32: tuple[str, ...] | None = None
-
-    def deferred_for(self, backend_name: str) -> bool:
-        """ONNX Runtime quantizes the exported graph."""
-        return backend_name == "onnxruntime"
 
     def resolved(self, metrics: dict[str, Any]) -> Int8Selective:
         """This step with the measured `keep_fp32` filled in (what the saved recipe holds)."""

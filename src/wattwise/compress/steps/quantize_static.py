@@ -20,40 +20,37 @@ from wattwise.backends.onnx_quantize import (
     register_onnx_quantizer,
     selected_nodes,
 )
-from wattwise.compress.steps.base import Step, StepOutcome, register_step
+from wattwise.compress.steps.base import (
+    OnnxRuntimeStep,
+    Step,
+    StepOutcome,
+    refuse_outside_onnxruntime,
+    register_step,
+)
 from wattwise.compress.steps.quantize import torch_outcome
 from wattwise.compress.steps.quantize_common import (
     calibration_batches,
     require_cuda,
     selected_names,
 )
-from wattwise.errors import ConfigError
 
 CALIBRATION_BATCH = 16
 
 
-def apply_static(context, module: nn.Module, step: StaticInt8) -> StepOutcome:
-    """Only reached when the backend is not onnxruntime (there the step is deferred)."""
-    raise ConfigError(
-        "quantize static runs through ONNX Runtime (QDQ with calibration); set "
-        f"'backend: onnxruntime' (the recipe has {context.backend.name}) or use int8_dynamic"
-    )
-
-
-@register_step(apply_static)
-class StaticInt8(Step):
+@register_step(refuse_outside_onnxruntime)
+class StaticInt8(OnnxRuntimeStep):
     """`quantize: {method: static, granularity, calibration_samples, calibration}`: int8
     weights and activations with scales fixed by calibration on training samples."""
 
     kind = "quantize"
+    outside_onnxruntime = (
+        "quantize static runs through ONNX Runtime (QDQ with calibration); set "
+        "'backend: onnxruntime' (the recipe has {backend}) or use int8_dynamic"
+    )
     method: Literal["static"] = "static"
     granularity: Literal["per_channel", "per_tensor"] = "per_channel"
     calibration_samples: int = 128
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
-
-    def deferred_for(self, backend_name: str) -> bool:
-        """The onnxruntime backend quantizes the exported graph; elsewhere the handler explains."""
-        return backend_name == "onnxruntime"
 
 
 class _TaskCalibrationReader:
