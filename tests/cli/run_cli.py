@@ -28,7 +28,7 @@ def run_json(*args: str, timeout: float = 600):
 def assert_one_line_error(done: subprocess.CompletedProcess, *fragments: str) -> str:
     """Exit 2, no traceback, one 'error:' line containing every fragment."""
     assert done.returncode == 2, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, done.stderr
     for fragment in fragments:

@@ -34,7 +34,7 @@ def _settings(tmp_path: Path, **overrides) -> FederateSettings:
         local_epochs=1,
         out=tmp_path,
         join_timeout_s=240,
-        round_timeout_s=120,
+        round_timeout_s=600,  # only a bound on a hung client: Ray actors start inside round 1
     )
     values.update(overrides)
     return FederateSettings(**values)

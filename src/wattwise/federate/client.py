@@ -174,6 +174,23 @@ class WattwiseClient(Client):
         return None
 
 
+def _one_line_background_errors() -> None:
+    """Flower's deprecation notices and errors raised in gRPC's threads while a refused stream
+    is torn down (seen on a loaded machine: a traceback after the client's one-line error) become
+    one line each: the client process reports its own errors."""
+    import logging
+    import sys
+    import threading
+
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+
+    def one_line(kind: str, error: BaseException | None) -> None:
+        print(f"warning: {kind}: {type(error).__name__}: {error}", file=sys.stderr)
+
+    threading.excepthook = lambda args: one_line("in a background thread", args.exc_value)
+    sys.unraisablehook = lambda unraisable: one_line("at clean-up", unraisable.exc_value)
+
+
 def run_client(spec: ClientSpec, server_address: str, max_wait_s: float = 120.0) -> None:
     """Connect to a federate server over gRPC and train until it says the run is over.
 
@@ -184,6 +201,7 @@ def run_client(spec: ClientSpec, server_address: str, max_wait_s: float = 120.0)
     import grpc
     from flwr.client import start_client
 
+    _one_line_background_errors()
     client = WattwiseClient(spec)
     lost_since = time.monotonic()
     while True:
