@@ -10,6 +10,7 @@ cancels. See `search.deadline` for what may start when.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from wattwise.search.workload import make_workload
 # The profile a scored candidate gets (size, energy, quality): its speed comes from the paired
 # timing, so a short window is enough here.
 SCORE_TIMING = TimingSettings(1, 0.0, 3, 0.2, 50, 2.0)
+# A peer's timing slice, as a share of a candidate's.
+PEER_SLICE_SHARE = 0.5
 # Compression seconds assumed per backend before one has been measured on this run.
 FIRST_COMPRESS_GUESS_S = {"eager": 2.0, "onnxruntime": 10.0, "torch_compile": 20.0}
 
@@ -137,14 +140,44 @@ class Search:
         return self.state.baseline.profile["latency_ms"][key]["p50_ms"] / 1000
 
     # -- one candidate -----------------------------------------------------------------------
+    def slice_for(self, candidate: Candidate) -> float:
+        """A candidate's timing slice; a peer's is half: it is a reference point, measured after
+        the likeliest winners, and must not crowd them out."""
+        whole = self.deadline.slice_s()
+        return max(0.5, whole * PEER_SLICE_SHARE) if candidate.peer else whole
+
     def expected_seconds(self, candidate: Candidate, prior: float) -> float:
-        """Compression (as measured for its backend so far) + training steps + its timing slice
-        + scoring on val at its predicted speed."""
+        """Compression (as measured for its backend so far) + per-layer sensitivity passes +
+        training steps + its timing slice + scoring on val at its predicted speed."""
         backend = candidate.recipe.backend.name
-        compress = self.compress_s.get(backend, FIRST_COMPRESS_GUESS_S.get(backend, 10.0))
+        compress = self.compress_s.get(
+            _export_path(candidate), FIRST_COMPRESS_GUESS_S.get(backend, 10.0)
+        )
         steps = sum(int(getattr(step, "steps", 0) or 0) for step in candidate.recipe.steps)
         training = steps * TRAIN_STEP_FORWARDS * self.batch_s()
-        return compress + training + self.deadline.slice_s() + self.eval_s / max(prior, 0.05)
+        return (
+            compress
+            + self.sensitivity_seconds(candidate)
+            + training
+            + self.slice_for(candidate)
+            + self.eval_s / max(prior, 0.05)
+        )
+
+    def sensitivity_seconds(self, candidate: Candidate) -> float:
+        """Selective int8 measures each Linear layer alone on its calibration samples: one
+        forward of them per layer (measured ~116 s for MiniLM's 36 layers on a 2-core AVX2 CPU,
+        which a flat compression guess missed by 10x)."""
+        seconds = 0.0
+        for step in candidate.recipe.steps:
+            if getattr(step, "method", "") == "int8_selective":
+                batches = max(1.0, step.calibration_samples / self.objective.batch_size)
+                seconds += (self.linear_layers + 2) * batches * self.batch_s()
+        return seconds
+
+    @functools.cached_property
+    def linear_layers(self) -> int:
+        """Linear layers in the model (what per-layer sensitivity walks)."""
+        return sum(isinstance(m, nn.Linear) for m in self.loaded.module.modules())
 
     def fit_training(self, candidate: Candidate, prior: float) -> tuple[Candidate, str] | None:
         """The candidate with its training steps cut to the time left (None: too few fit)."""
@@ -200,16 +233,16 @@ class Search:
             variant = save_variant(
                 run, candidate.recipe, directory, show_progress=False, profile=False
             )
-            backend = candidate.recipe.backend.name
-            self.compress_s[backend] = max(
-                self.compress_s.get(backend, 0.0), time.perf_counter() - started
+            path = _export_path(candidate)
+            self.compress_s[path] = max(
+                self.compress_s.get(path, 0.0), time.perf_counter() - started
             )
             module, original = variant.module, self.original().module
             speed_matters = self.objective.name != "size"
             timing = time_against_original(
                 self.workload.runner(module),
                 self.workload.runner(original),
-                slice_s=self.deadline.slice_s(),
+                slice_s=self.slice_for(candidate),
                 abandon_below=0.5 * self.best_ratio() if speed_matters else None,
                 original_warm_s=self.batch_s() if self.workload.name == "fixed" else None,
             )
@@ -272,7 +305,8 @@ class Search:
                 if candidate.id in done:
                     bar.advance("resumed: already measured")
                     continue
-                skip = self._why_not_start(candidate, prior, broken_at)
+                peers_after = [(c, p) for c, p in order[index:] if c.peer and c.id not in done]
+                skip = self._why_not_start(candidate, prior, broken_at, peers_after)
                 fitted = None if skip else self.fit_training(candidate, prior)
                 if skip is None and fitted is None:
                     skip = "not started: too few training steps fit in the time left"
@@ -298,7 +332,11 @@ class Search:
         return partial, reason
 
     def _why_not_start(
-        self, candidate: Candidate, prior: float, broken_at: dict[str, int]
+        self,
+        candidate: Candidate,
+        prior: float,
+        broken_at: dict[str, int],
+        peers_after: list[tuple[Candidate, float]] = (),
     ) -> str | None:
         if not candidate.peer and broken_at.get(candidate.family, 99) < candidate.level:
             return "a milder setting of this family already broke the budget"
@@ -306,14 +344,28 @@ class Search:
         if left <= 0:
             return f"time limit {self.deadline.limit_s:.0f} s reached"
         one_batch = self.batch_s() / max(prior, 1e-3)
-        if one_batch > self.deadline.slice_s():
+        if one_batch > self.slice_for(candidate):
             return (
                 f"not started: the probe predicts {prior:.2f}x, so one batch would take "
-                f"~{one_batch:.0f} s, over its {self.deadline.slice_s():.0f} s timing slice"
+                f"~{one_batch:.0f} s, over its {self.slice_for(candidate):.0f} s timing slice"
+            )
+        # After the first measured candidate, the peers still to come keep their time: the
+        # report must show them beside the winners (unless even the first did not fit).
+        measured = any(r.status == "measured" for r in self.state.results)
+        if not candidate.peer and measured:
+            left -= sum(
+                self.expected_seconds(peer, p)
+                for peer, p in peers_after
+                if self.batch_s() / max(p, 1e-3) <= self.slice_for(peer)
             )
         expected = self.expected_seconds(candidate, prior)
         if not any(getattr(s, "steps", None) for s in candidate.recipe.steps) and expected > left:
-            return f"expected to take ~{expected:.0f} s, more than the {left:.0f} s of time left"
+            kept = (
+                " (after the peers' share)"
+                if not candidate.peer and measured and peers_after
+                else ""
+            )
+            return f"expected to take ~{expected:.0f} s, more than the {max(left, 0):.0f} s of time left{kept}"
         return None
 
     def skip(self, candidate: Candidate, prior: float, reason: str) -> None:
@@ -327,6 +379,13 @@ class Search:
                 libraries=libraries_of(candidate.recipe),
             )
         )
+
+
+def _export_path(candidate: Candidate) -> str:
+    """Backend and exporter: what a candidate's compression time depends on most (the dynamo
+    ONNX exporter takes several times the TorchScript one)."""
+    backend = candidate.recipe.backend
+    return f"{backend.name}:{getattr(backend, 'exporter', '')}"
 
 
 def one_line(result: CandidateResult) -> str:

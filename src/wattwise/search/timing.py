@@ -143,7 +143,7 @@ def time_against_original(
     if first is None:
         return PairedTiming(
             "timeout", 0.0, 0.0, 0.0, slice_s * 1000, 0.0, 0, 1, time.perf_counter() - started,
-            f"its first call did not finish within its {slice_s:.0f} s slice",
+            f"its first call did not finish within its {slice_s:.3g} s slice",
         )  # fmt: skip
     # One more warm-up call each: compiled and ONNX Runtime paths settle after the first.
     candidate_s = min(first, _timed(candidate, 1))
