@@ -233,10 +233,11 @@ class Search:
             variant = save_variant(
                 run, candidate.recipe, directory, show_progress=False, profile=False
             )
-            path = _export_path(candidate)
-            self.compress_s[path] = max(
-                self.compress_s.get(path, 0.0), time.perf_counter() - started
-            )
+            if not any(getattr(step, "steps", None) for step in candidate.recipe.steps):
+                # Learnt from candidates without training: their time is all compression.
+                path = _export_path(candidate)
+                seconds = time.perf_counter() - started
+                self.compress_s[path] = max(self.compress_s.get(path, 0.0), seconds)
             module, original = variant.module, self.original().module
             speed_matters = self.objective.name != "size"
             timing = time_against_original(
