@@ -160,6 +160,19 @@ def _events_of(journal: Path, pid: int) -> list[dict]:
     return [e for e in journal_events(journal) if e.get("pid") == pid]
 
 
+def _current_holder(journal: Path, pool: list, fenced):
+    """The process that acquired the lease last (taken out of `pool`); `fenced` if none is
+    known yet."""
+    for event in reversed(journal_events(journal)):
+        if event["event"] == "lease_acquired":
+            holder = next((p for p in pool if p.pid == event["pid"]), None)
+            if holder is not None:
+                pool.remove(holder)
+                return holder
+            break
+    return fenced
+
+
 def kill_record(journal: Path, pid: int, kill_unix: float) -> KillRecord:
     """What was acknowledged before the kill (by any primary) and what `pid` last reported."""
     events = [e for e in journal_events(journal) if e["unix"] <= kill_unix]
@@ -235,17 +248,26 @@ def run_chaos(
                 if time.monotonic() > deadline:
                     raise TimeoutError("no standby became ready")
                 time.sleep(0.05)
-            reached = wait_for(
-                journal,
-                lambda e, p=primary.pid, t=target: (
-                    e.get("pid") == p
-                    and (
-                        e["event"] in ("done", "failed", "fenced")
-                        or (e["event"] == "step" and e["step"] >= t)
-                    )
-                ),
-                left(),
-            )
+            while True:
+                reached = wait_for(
+                    journal,
+                    lambda e, p=primary.pid, t=target: (
+                        e.get("pid") == p
+                        and (
+                            e["event"] in ("done", "failed", "fenced")
+                            or (e["event"] == "step" and e["step"] >= t)
+                        )
+                    ),
+                    left(),
+                )
+                if reached is None or reached["event"] != "fenced":
+                    break
+                # A primary too slow to renew its lease (a loaded machine) was fenced and a
+                # standby took over without a kill: follow the new holder, count no kill.
+                holder = _current_holder(journal, pool, primary)
+                if holder is primary:
+                    time.sleep(0.05)  # the new holder's event is not in the journal yet
+                primary = holder
             if reached is None or reached["event"] != "step":
                 break  # training finished (or failed) before this kill
             time.sleep(rng.uniform(0.0, 0.05))  # land anywhere, checkpoint writes included
@@ -268,7 +290,8 @@ def run_chaos(
             first = wait_for(
                 journal,
                 lambda e, p=primary.pid: (
-                    e.get("pid") == p and e["event"] in ("first_resumed_step", "done", "failed")
+                    e.get("pid") == p
+                    and e["event"] in ("first_resumed_step", "done", "failed", "fenced")
                 ),
                 left(),
             )
@@ -277,11 +300,9 @@ def run_chaos(
             if first is not None and first["event"] == "first_resumed_step":
                 record.promotion_s = first["unix"] - kill_unix
             report.kills.append(record)
-        done = wait_for(
-            journal,
-            lambda e, p=primary.pid: e.get("pid") == p and e["event"] in ("done", "failed"),
-            left(),
-        )
+        # Whoever holds the lease at the end finishes the job (after a fencing, not the last
+        # process this harness promoted).
+        done = wait_for(journal, lambda e: e["event"] in ("done", "failed"), left())
         report.finished = done is not None and done["event"] == "done"
     finally:
         for process in processes:
