@@ -82,8 +82,9 @@ def order_candidates(
     speed_matters: bool = True,
 ) -> Ordered:
     """Likeliest winners first; within equal priors the space's own order (milder first);
-    candidates that train after those that do not; peers after every other candidate. When speed is what is optimised, non-peers predicted
-    below NOT_WORTH_STARTING are left out with the measured reason."""
+    candidates that train after those that do not; peers after every other candidate. When
+    speed is what is optimised, non-peers predicted below NOT_WORTH_STARTING are left out with
+    the measured reason."""
     ranked: list[tuple[int, Candidate, float]] = []
     not_started: list[tuple[Candidate, float, str]] = []
     for index, candidate in enumerate(candidates):
@@ -104,11 +105,12 @@ def order_candidates(
     # come after the ones that do not, whatever their prior: a fast, likely winner first.
     winners = sorted(
         (r for r in ranked if not r[1].peer),
-        key=lambda r: (_trains(r[1]), -round(r[2], 1), r[0]),
+        key=lambda r: (trains(r[1]), -round(r[2], 1), r[0]),
     )
     peers = [r for r in ranked if r[1].peer]
     return Ordered([(c, ratio) for _, c, ratio in [*winners, *peers]], not_started)
 
 
-def _trains(candidate: Candidate) -> bool:
+def trains(candidate: Candidate) -> bool:
+    """Whether a candidate has a training step (distillation, fine-tuning: a `steps` count)."""
     return any(getattr(step, "steps", None) for step in candidate.recipe.steps)

@@ -27,7 +27,7 @@ from wattwise.progress import info, progress_bar
 from wattwise.search.budget import Budget
 from wattwise.search.deadline import TRAIN_STEP_FORWARDS, Deadline, training_steps_that_fit
 from wattwise.search.objective import Objective
-from wattwise.search.ordering import libraries_of
+from wattwise.search.ordering import libraries_of, trains
 from wattwise.search.ranking import rank
 from wattwise.search.results import CandidateResult, SearchState
 from wattwise.search.space import Candidate
@@ -233,7 +233,7 @@ class Search:
             variant = save_variant(
                 run, candidate.recipe, directory, show_progress=False, profile=False
             )
-            if not any(getattr(step, "steps", None) for step in candidate.recipe.steps):
+            if not trains(candidate):
                 # Learnt from candidates without training: their time is all compression.
                 path = _export_path(candidate)
                 seconds = time.perf_counter() - started
@@ -345,7 +345,7 @@ class Search:
         if left <= 0:
             return f"time limit {self.deadline.limit_s:.0f} s reached"
         one_batch = self.batch_s() / max(prior, 1e-3)
-        if one_batch > self.slice_for(candidate):
+        if not self._one_batch_fits(candidate, prior):
             return (
                 f"not started: the probe predicts {prior:.2f}x, so one batch would take "
                 f"~{one_batch:.0f} s, over its {self.slice_for(candidate):.0f} s timing slice"
@@ -357,17 +357,24 @@ class Search:
             left -= sum(
                 self.expected_seconds(peer, p)
                 for peer, p in peers_after
-                if self.batch_s() / max(p, 1e-3) <= self.slice_for(peer)
+                if self._one_batch_fits(peer, p)
             )
         expected = self.expected_seconds(candidate, prior)
-        if not any(getattr(s, "steps", None) for s in candidate.recipe.steps) and expected > left:
+        if not trains(candidate) and expected > left:
             kept = (
                 " (after the peers' share)"
                 if not candidate.peer and measured and peers_after
                 else ""
             )
-            return f"expected to take ~{expected:.0f} s, more than the {max(left, 0):.0f} s of time left{kept}"
+            return (
+                f"expected to take ~{expected:.0f} s, more than the {max(left, 0):.0f} s of time "
+                f"left{kept}"
+            )
         return None
+
+    def _one_batch_fits(self, candidate: Candidate, prior: float) -> bool:
+        """Whether one batch at the probe's predicted speed fits in the candidate's slice."""
+        return self.batch_s() / max(prior, 1e-3) <= self.slice_for(candidate)
 
     def skip(self, candidate: Candidate, prior: float, reason: str) -> None:
         """Record a candidate that was not started, and why."""

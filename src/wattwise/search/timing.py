@@ -130,8 +130,8 @@ def time_against_original(
     """Time `candidate` against `original` in alternating pairs until the ratio's 95% interval
     is within ±`precision`, or `slice_s` is spent.
 
-    `original_warm_s`: seconds per call of an original that has already run on these inputs in
-    this process (the search's baseline): it then gets no warm-up calls.
+    `original_warm_s`: seconds per call of an original that has already run on inputs of this
+    shape in this process (the search's baseline): it then gets no warm-up calls.
     `abandon_below`: after `abandon_after_pairs` pairs, stop with status "abandoned" when every
     ratio so far is below it (the candidate cannot come near the best so far).
     Example:
