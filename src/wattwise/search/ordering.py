@@ -114,3 +114,10 @@ def order_candidates(
 def trains(candidate: Candidate) -> bool:
     """Whether a candidate has a training step (distillation, fine-tuning: a `steps` count)."""
     return any(getattr(step, "steps", None) for step in candidate.recipe.steps)
+
+
+def export_path(candidate: Candidate) -> str:
+    """Backend and exporter: what a candidate's compression time depends on most (the dynamo
+    ONNX exporter takes several times the TorchScript one)."""
+    backend = candidate.recipe.backend
+    return f"{backend.name}:{getattr(backend, 'exporter', '')}"

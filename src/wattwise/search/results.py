@@ -166,3 +166,14 @@ class OptimizeResult:
     def exit_code(self) -> int:
         """0 when a variant was chosen, 3 when none met the budget."""
         return 0 if self.chosen else NoCandidateWithinBudgetError.exit_code
+
+
+def one_line(result: CandidateResult) -> str:
+    """A candidate's outcome in one line, for progress and logs."""
+    if result.status != "measured":
+        return f"{result.status}: {result.reason}"
+    verdict = "within budget" if result.within_budget else "breaks budget"
+    speed = ""
+    if result.paired:
+        speed = f", {result.paired['ratio']:.2f}x ({result.paired['ratio_low']:.2f}–{result.paired['ratio_high']:.2f})"
+    return f"{result.objective_display}{speed}, {verdict} ({result.budget_value:.4f})"

@@ -27,9 +27,9 @@ from wattwise.progress import info, progress_bar
 from wattwise.search.budget import Budget
 from wattwise.search.deadline import TRAIN_STEP_FORWARDS, Deadline, training_steps_that_fit
 from wattwise.search.objective import Objective
-from wattwise.search.ordering import libraries_of, trains
+from wattwise.search.ordering import export_path, libraries_of, trains
 from wattwise.search.ranking import rank
-from wattwise.search.results import CandidateResult, SearchState
+from wattwise.search.results import CandidateResult, SearchState, one_line
 from wattwise.search.space import Candidate
 from wattwise.search.timing import PairedTiming, time_against_original
 from wattwise.search.workload import make_workload
@@ -151,7 +151,7 @@ class Search:
         training steps + its timing slice + scoring on val at its predicted speed."""
         backend = candidate.recipe.backend.name
         compress = self.compress_s.get(
-            _export_path(candidate), FIRST_COMPRESS_GUESS_S.get(backend, 10.0)
+            export_path(candidate), FIRST_COMPRESS_GUESS_S.get(backend, 10.0)
         )
         steps = sum(int(getattr(step, "steps", 0) or 0) for step in candidate.recipe.steps)
         training = steps * TRAIN_STEP_FORWARDS * self.batch_s()
@@ -235,7 +235,7 @@ class Search:
             )
             if not trains(candidate):
                 # Learnt from candidates without training: their time is all compression.
-                path = _export_path(candidate)
+                path = export_path(candidate)
                 seconds = time.perf_counter() - started
                 self.compress_s[path] = max(self.compress_s.get(path, 0.0), seconds)
             module, original = variant.module, self.original().module
@@ -388,20 +388,3 @@ class Search:
             )
         )
 
-
-def _export_path(candidate: Candidate) -> str:
-    """Backend and exporter: what a candidate's compression time depends on most (the dynamo
-    ONNX exporter takes several times the TorchScript one)."""
-    backend = candidate.recipe.backend
-    return f"{backend.name}:{getattr(backend, 'exporter', '')}"
-
-
-def one_line(result: CandidateResult) -> str:
-    """A candidate's outcome in one line, for progress and logs."""
-    if result.status != "measured":
-        return f"{result.status}: {result.reason}"
-    verdict = "within budget" if result.within_budget else "breaks budget"
-    speed = ""
-    if result.paired:
-        speed = f", {result.paired['ratio']:.2f}x ({result.paired['ratio_low']:.2f}–{result.paired['ratio_high']:.2f})"
-    return f"{result.objective_display}{speed}, {verdict} ({result.budget_value:.4f})"
