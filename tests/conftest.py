@@ -9,6 +9,7 @@ digits-cnn model is trained once, before the workers start, into the cache they 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 
 import pytest
@@ -22,6 +23,11 @@ os.environ["HOME"] = os.path.join(_RUN_DIR, "home")
 os.makedirs(os.environ["HOME"], exist_ok=True)
 # tiny-lm in tests: the "test" preset (a 4-layer, 32-wide GPT-2 trained for 30 steps).
 os.environ.setdefault("WATTWISE_TINY_LM_PRESET", "test")
+# A suite started in the background (`make test &`, nohup, some CI runners) inherits an ignored
+# SIGINT, and so would every CLI the tests start: Python then installs no KeyboardInterrupt and
+# the Ctrl-C tests see exit 0 instead of 130. The tests stand in for a user at a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # Energy counters differ between machines; tests that need the estimate say so explicitly.
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import wattwise.api
-from tests.cli.run_cli import assert_one_line_error, run_cli
+from tests.cli.run_cli import assert_one_line_error, run_in_process
 from wattwise.advise import RULES, to_sarif
 from wattwise.advise.scan import scan_source
 
@@ -53,16 +53,16 @@ def test_sarif_names_rules_and_locations():
 
 def test_cli_exit_code_follows_fail_on_and_json_and_sarif_parse():
     smell = str(CORPUS / "ww105_smell.py")  # one info finding
-    assert run_cli("advise", smell).returncode == 0  # default --fail-on warning
-    assert run_cli("advise", smell, "--fail-on", "info").returncode == 1
-    done = run_cli("advise", str(CORPUS), "--json", "--fail-on", "never")
+    assert run_in_process("advise", smell).returncode == 0  # default --fail-on warning
+    assert run_in_process("advise", smell, "--fail-on", "info").returncode == 1
+    done = run_in_process("advise", str(CORPUS), "--json", "--fail-on", "never")
     assert done.returncode == 0
     codes = {f["code"] for f in json.loads(done.stdout)["findings"]}
     assert codes == {rule.code for rule in RULES}
-    sarif = run_cli("advise", str(CORPUS / "ww108_smell.py"), "--sarif")
+    sarif = run_in_process("advise", str(CORPUS / "ww108_smell.py"), "--sarif")
     assert sarif.returncode == 1  # WW108 is an error
     assert json.loads(sarif.stdout)["runs"][0]["results"]
-    assert_one_line_error(run_cli("advise", "no/such/dir"), "not found")
+    assert_one_line_error(run_in_process("advise", "no/such/dir"), "not found")
 
 
 def test_unparsable_file_is_skipped_not_fatal(tmp_path):

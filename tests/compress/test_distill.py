@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.cli.run_cli import assert_one_line_error, run_cli
+from tests.cli.run_cli import assert_one_line_error, run_in_process
 from tests.compress.prune_helpers import run_steps
 from tests.helpers import linear_stack
 from wattwise.errors import ConfigError
@@ -35,7 +35,7 @@ def test_distill_without_task_data_is_one_line_exit_2_and_writes_nothing(tmp_pat
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("steps:\n  - distill: {steps: 5}\n")
     out = tmp_path / "out"
-    done = run_cli(
+    done = run_in_process(
         "compress", "tests.helpers:linear_stack", "--input-shape", "64", "-r", str(recipe),
         "-o", str(out),
     )  # fmt: skip

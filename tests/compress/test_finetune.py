@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.cli.run_cli import assert_one_line_error, run_cli
+from tests.cli.run_cli import assert_one_line_error, run_in_process
 from tests.compress.prune_helpers import run_steps
 from wattwise.compress.recipe import Recipe
 from wattwise.compress.steps.finetune import pattern_matches
@@ -43,7 +43,7 @@ def test_freeze_pattern_matching_nothing_is_one_line_exit_2(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text('steps:\n  - finetune: {steps: 5, freeze: "encoder.layer.*"}\n')
     out = tmp_path / "out"
-    done = run_cli("compress", "digits-cnn", "-r", str(recipe), "-o", str(out))
+    done = run_in_process("compress", "digits-cnn", "-r", str(recipe), "-o", str(out))
     assert_one_line_error(done, "freeze pattern 'encoder.layer.*' matches no parameter")
     assert not out.exists()
 

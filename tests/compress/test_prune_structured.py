@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.cli.run_cli import REPO, assert_one_line_error, run_cli
+from tests.cli.run_cli import REPO, assert_one_line_error, run_in_process
 from tests.compress.prune_helpers import interleaved_latency_ms, run_steps, save_unprofiled
 from wattwise.compress.recipe import Recipe
 from wattwise.compress.variant import load_variant
@@ -111,7 +111,7 @@ def test_sparsity_outside_range_is_one_line_exit_2_and_writes_nothing(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("steps:\n  - prune: {method: structured, sparsity: 1.0}\n")
     out = tmp_path / "out"
-    done = run_cli("compress", "digits-cnn", "-r", str(recipe), "-o", str(out))
+    done = run_in_process("compress", "digits-cnn", "-r", str(recipe), "-o", str(out))
     assert_one_line_error(done, "sparsity", "[0, 1)")
     assert not out.exists()
 
@@ -127,7 +127,7 @@ def test_untraceable_layer_from_the_cli_is_one_line_exit_2(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("steps:\n  - prune: {method: structured, sparsity: 0.5}\n")
     out = tmp_path / "out"
-    done = run_cli(
+    done = run_in_process(
         "compress",
         "tests.compress.prune_models:opaque_net",
         "--input-shape",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.cli.run_cli import assert_one_line_error, run_cli
+from tests.cli.run_cli import assert_one_line_error, run_in_process
 from tests.compress.quantize_helpers import STACK, compress_and_reload, loaded
 from wattwise.compress.pipeline import compress
 from wattwise.compress.quantize_storage import pack_int4, unpack_int4
@@ -19,7 +19,9 @@ needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the
 def test_unknown_quantize_method_lists_the_allowed_ones(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("steps:\n  - quantize: {method: int3}\n")
-    done = run_cli("compress", "digits-cnn", "--recipe", str(recipe), "-o", str(tmp_path / "o"))
+    done = run_in_process(
+        "compress", "digits-cnn", "--recipe", str(recipe), "-o", str(tmp_path / "o")
+    )
     assert_one_line_error(done, "'int3'", "int8_dynamic", "int4_weight_only", "static", "qat")
     assert not (tmp_path / "o").exists()
 
@@ -51,7 +53,7 @@ def test_int4_cuda_kernel_on_cpu_names_the_cpu_kernel_and_leaves_nothing(tmp_pat
     recipe = tmp_path / "r.yaml"
     recipe.write_text("steps:\n  - quantize: {method: int4_weight_only, kernel: cuda}\n")
     out = tmp_path / "o"
-    done = run_cli("compress", "digits-cnn", "--recipe", str(recipe), "-o", str(out))
+    done = run_in_process("compress", "digits-cnn", "--recipe", str(recipe), "-o", str(out))
     assert_one_line_error(done, "needs CUDA", "kernel: cpu")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
 

@@ -9,7 +9,7 @@ pytest.importorskip("flwr", reason="install federate-requirements.txt (make inst
 import numpy as np
 from flwr.common import FitIns, ndarrays_to_parameters
 
-from tests.cli.run_cli import assert_one_line_error, run_cli
+from tests.cli.run_cli import assert_one_line_error, run_cli, run_in_process
 from wattwise.federate.client import ClientSpec, WattwiseClient
 from wattwise.federate.data import fresh_model, open_workload, write_client_parts
 from wattwise.federate.settings import FederateSettings, Partition, parse_compression
@@ -26,7 +26,7 @@ def build():
 
 @pytest.mark.slow  # a CLI process (torch + Flower imports): over 20 s on a busy machine
 def test_bad_partition_is_one_line_error():
-    done = run_cli("federate", "digits-cnn", "--partition", "zipf")
+    done = run_in_process("federate", "digits-cnn", "--partition", "zipf")
     assert_one_line_error(done, "--partition", "dirichlet:ALPHA")
 
 

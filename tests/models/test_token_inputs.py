@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import wattwise
-from tests.cli.run_cli import assert_one_line_error, run_cli
+from tests.cli.run_cli import assert_one_line_error, run_in_process
 from wattwise.compress.steps.quantize_common import calibration_batches
 from wattwise.errors import ConfigError, DataError
 from wattwise.measure.latency import QUICK_TIMING
@@ -94,5 +94,5 @@ def test_bad_token_inputs_are_one_line_errors(tmp_path):
 
 
 def test_cli_input_range_outside_the_vocabulary_is_one_line_exit_2():
-    result = run_cli("profile", GRU, "--input-shape", "12", "--input-range", "0,1000")
+    result = run_in_process("profile", GRU, "--input-shape", "12", "--input-range", "0,1000")
     assert_one_line_error(result, "input embedding")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import wattwise.api
-from tests.cli.run_cli import REPO, assert_one_line_error, run_cli
+from tests.cli.run_cli import REPO, assert_one_line_error, run_cli, run_in_process
 from wattwise.measure.latency import QUICK_TIMING
 from wattwise.models.registry import load_model
 from wattwise.sweep.run import SweepPoint, sweep_model, zeus_cost
@@ -56,7 +56,8 @@ def test_cli_sweep_prints_the_table_and_writes_the_plot(model, tmp_path):
 
 
 def test_power_limits_are_refused_on_cpu_with_one_line():
-    assert_one_line_error(run_cli("sweep", "digits-cnn", "--power-limits", "200"), "--device cuda")
+    done = run_in_process("sweep", "digits-cnn", "--power-limits", "200")
+    assert_one_line_error(done, "--device cuda")
     with pytest.raises(wattwise.errors.ConfigError, match="eta"):
         wattwise.api.sweep("digits-cnn", batch_sizes=(1,), eta=1.5)
 

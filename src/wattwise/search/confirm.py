@@ -113,13 +113,17 @@ def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
             workload.runner(variant.module),
             workload.runner(original.module),
             slice_s=slice_s,
+            precision=search.objective.timing_precision,
             original_warm_s=search.batch_s() if workload.name == "fixed" else None,
         )
         attempt["timing"] = timing.to_dict()
         corpus = _corpus_workload(original.task, batch) if workload.name == "fixed" else None
         if corpus is not None:
             corpus_timing = time_against_original(
-                corpus.runner(variant.module), corpus.runner(original.module), slice_s=slice_s
+                corpus.runner(variant.module),
+                corpus.runner(original.module),
+                slice_s=slice_s,
+                precision=search.objective.timing_precision,
             )
             found.corpus_timing = {**corpus_timing.to_dict(), "workload": corpus.describe()}
         found.chosen, found.chosen_profile, found.timing = result, test_profile, timing.to_dict()

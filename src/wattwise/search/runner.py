@@ -244,6 +244,7 @@ class Search:
                 self.workload.runner(module),
                 self.workload.runner(original),
                 slice_s=self.slice_for(candidate),
+                precision=self.objective.timing_precision,
                 abandon_below=0.5 * self.best_ratio() if speed_matters else None,
                 original_warm_s=self.batch_s() if self.workload.name == "fixed" else None,
             )
@@ -387,4 +388,3 @@ class Search:
                 libraries=libraries_of(candidate.recipe),
             )
         )
-
