@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import wattwise.api
-from tests.cli.run_cli import REPO, WATTWISE, assert_one_line_error, run_cli
+from tests.cli.run_cli import REPO, WATTWISE, assert_one_line_error, run_in_process
 from wattwise.errors import ConfigError, DataError
 from wattwise.schedule.forecast import read_forecast
 from wattwise.schedule.plan import plan_window, window_mean_intensity
@@ -57,7 +57,7 @@ def test_chosen_window_is_the_brute_force_minimum_on_the_sample(
 
 
 def test_two_regions_pick_the_greener_and_print_the_saving():
-    done = run_cli(
+    done = run_in_process(
         "schedule",
         "--duration", "2h", "--deadline", "24h", "--forecast", str(SAMPLE),
         "--region", "DE,FR", "--now", "2023-06-01T00:00:00Z", "--energy-kwh", "1.2",
@@ -69,7 +69,7 @@ def test_two_regions_pick_the_greener_and_print_the_saving():
     assert plan["saving_pct"] > 80  # FR's nuclear grid vs DE at midnight
     assert plan["carbon_g"] == pytest.approx(1.2 * plan["mean_intensity_g_per_kwh"])
     assert plan["water_l"] > 0 and "Macknick" in plan["water_source"]
-    human = run_cli(
+    human = run_in_process(
         "schedule", "--duration", "2h", "--forecast", str(SAMPLE), "--region", "DE",
         "--now", "2023-06-01T00:00:00Z", "--dry-run",
     )  # fmt: skip
@@ -117,7 +117,7 @@ def test_carbon_aware_sdk_json_reads_like_the_csv(tmp_path):
 
 def test_no_forecast_says_so_and_runs_now(tmp_path):
     marker = tmp_path / "ran"
-    done = run_cli("schedule", "--duration", "1h", "--", "touch", str(marker))
+    done = run_in_process("schedule", "--duration", "1h", "--", "touch", str(marker))
     assert done.returncode == 0, done.stderr
     assert "no data" in done.stdout and marker.exists()
 
@@ -142,11 +142,11 @@ def test_job_waits_on_an_injected_clock_then_runs(tmp_path):
 
 
 def test_interrupt_while_waiting_leaves_nothing_behind(tmp_path):
-    # Planned as of --now, so the 15 s wait starts when the CLI is ready, however slow its start.
+    # Planned as of --now, so the 5 s wait starts when the CLI is ready, however slow its start.
     begin = START
     lines = ["timestamp,region,value,duration_minutes"]
     for second in range(60):
-        value = 10 if second == 15 else 500
+        value = 10 if second == 5 else 500
         lines.append(f"{(begin + timedelta(seconds=second)).isoformat()},X,{value},{1 / 60}")
     forecast = tmp_path / "f.csv"
     forecast.write_text("\n".join(lines) + "\n")
@@ -164,13 +164,13 @@ def test_interrupt_while_waiting_leaves_nothing_behind(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    time.sleep(max(0.0, waiting_since + 17 - time.monotonic()))  # past the planned start
+    time.sleep(max(0.0, waiting_since + 7 - time.monotonic()))  # past the planned start
     assert list(work.iterdir()) == []
 
 
 def test_bad_inputs_are_one_line_errors():
     assert_one_line_error(
-        run_cli(
+        run_in_process(
             "schedule", "--duration", "2h", "--deadline", "1h", "--forecast", str(SAMPLE),
             "--dry-run",
         ),
