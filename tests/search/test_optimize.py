@@ -12,7 +12,7 @@ import pytest
 
 import wattwise
 from tests.browser import chromium_path, decoded_images, screenshot
-from tests.cli.run_cli import assert_one_line_error, run_cli
+from tests.cli.run_cli import assert_one_line_error, run_in_process
 from wattwise.compress.variant import load_variant
 
 SPACE = """
@@ -149,7 +149,7 @@ def test_impossible_budget_exits_3(tmp_path):
         "families:\n  - name: c\n    candidates:\n"
         "      - {steps: [{cast: {method: bf16}}], backend: eager}\npeers: false\n"
     )
-    done = run_cli(
+    done = run_in_process(
         "optimize",
         "digits-cnn",
         "--budget",
@@ -167,11 +167,11 @@ def test_impossible_budget_exits_3(tmp_path):
 
 def test_bad_budget_and_objective_exit_2(tmp_path):
     assert_one_line_error(
-        run_cli("optimize", "digits-cnn", "--budget", "accuracy<<1", "--out", str(tmp_path)),
+        run_in_process("optimize", "digits-cnn", "--budget", "accuracy<<1", "--out", str(tmp_path)),
         "bad budget",
     )
     assert_one_line_error(
-        run_cli("optimize", "digits-cnn", "--objective", "cheap", "--out", str(tmp_path)),
+        run_in_process("optimize", "digits-cnn", "--objective", "cheap", "--out", str(tmp_path)),
         "unknown objective",
     )
 
