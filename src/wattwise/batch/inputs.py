@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 
 from wattwise.errors import DataError
 from wattwise.models.registry import LoadedModel
+from wattwise.tasks.data_checks import jsonl_records, shaped_samples
 
 
 @dataclass
@@ -60,19 +60,9 @@ def _sha256(path: Path) -> str:
 
 
 def _read_jsonl(path: Path, field: str) -> tuple[list, list[str] | None]:
-    values, ids = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            values.append(record[field])
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise DataError(
-                f"{path} line {number} is not an object with a {field!r} field; fix that line"
-            ) from error
-        if "id" in record:
-            ids.append(str(record["id"]))
+    records = jsonl_records(path, field)
+    values = [record[field] for record in records]
+    ids = [str(record["id"]) for record in records if "id" in record]
     return values, (ids if len(ids) == len(values) else None)
 
 
@@ -136,13 +126,7 @@ def _shaped(arrays: np.ndarray, loaded: LoadedModel, path: Path) -> np.ndarray:
     if len(example) != 1:
         raise DataError("batch supports models with one tensor input (or text models)")
     sample_shape = tuple(example[0].shape[1:])
-    try:
-        shaped = arrays.reshape((len(arrays), *sample_shape))
-    except ValueError as error:
-        raise DataError(
-            f"{path}: inputs of {arrays.shape[1:]} per sample do not fit the model's input "
-            f"shape {sample_shape}; fix the data"
-        ) from error
+    shaped = shaped_samples(path, arrays, sample_shape, "fix the data")
     return torch.from_numpy(shaped).to(example[0].dtype).numpy()
 
 

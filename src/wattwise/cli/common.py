@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import sys
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,26 @@ class OptionGroup:
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
             for name, kind, option in self.flags
         ]
+
+
+def settings_flags(settings: type, *names: str) -> tuple[tuple[str, Any, Any], ...]:
+    """The fields `names` of a settings dataclass as flags, for an `OptionGroup`.
+
+    Each field declares its flag's help in its metadata (see `serve.settings.serve_flag`); its
+    type and default become the flag's, so neither is written twice. `replicas` becomes
+    `--replicas`; a bool field becomes the pair `--name/--no-name`.
+    """
+    hints = typing.get_type_hints(settings)
+    fields = {field.name: field for field in dataclasses.fields(settings)}
+    flags = []
+    for name in names:
+        field = fields[name]
+        kind = next(k for k in (*typing.get_args(hints[name]), hints[name]) if k is not type(None))
+        flag = "--" + name.replace("_", "-")
+        declaration = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
+        default = field.default if field.metadata["show_default"] else None
+        flags.append((name, kind, typer.Option(default, declaration, help=field.metadata["help"])))
+    return tuple(flags)
 
 
 def with_option_groups(command: Callable[..., Any]) -> Callable[..., Any]:

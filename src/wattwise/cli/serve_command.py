@@ -6,80 +6,60 @@ import typer
 from rich.table import Table
 
 from wattwise.cli import app
-from wattwise.cli.common import JSON_OPTION, TRUST_CODE_OPTION, print_json
+from wattwise.cli.common import (
+    JSON_OPTION,
+    TRUST_CODE_OPTION,
+    OptionGroup,
+    print_json,
+    settings_flags,
+)
 from wattwise.progress import info
 from wattwise.progress import result_console as console
+from wattwise.serve.settings import ServeSettings
+
+SWAP_OPTION = typer.Option(
+    False, "--swap", help="Roll the server at --address to MODEL with zero downtime, then exit."
+)
+# The flags of `wattwise serve` in --help order: ServeSettings fields, and --swap among them.
+SERVE_FLAGS = OptionGroup(
+    flags=(
+        *settings_flags(
+            ServeSettings,
+            "replicas",
+            "max_batch_size",
+            "batch_wait_ms",
+            "host",
+            "port",
+            "address",
+            "api_key_env",
+        ),
+        ("swap", bool, SWAP_OPTION),
+        *settings_flags(
+            ServeSettings,
+            "request_timeout_s",
+            "max_ongoing_requests",
+            "max_queued_requests",
+            "max_body_bytes",
+            "threads_per_replica",
+            "ray_temp_dir",
+            "replica_cpus",
+            "ingress_batching",
+            "min_replicas",
+            "max_replicas",
+            "target_ongoing_requests",
+            "upscale_delay_s",
+            "downscale_delay_s",
+        ),
+    )
+)
 
 
 @app.command()
 def serve(
-    context: typer.Context,
     model: str = typer.Argument(
         ..., help="Built-in name, variant dir (e.g. from optimize), HF dir or module:factory."
     ),
-    replicas: int = typer.Option(2, "--replicas", help="Model replicas, all active."),
-    max_batch_size: int = typer.Option(
-        32, "--max-batch-size", help="Most inputs per forward pass (and per request)."
-    ),
-    batch_wait_ms: float = typer.Option(
-        5.0, "--batch-wait-ms", help="How long a replica waits for a batch to fill."
-    ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Bind address; non-loopback needs a key."),
-    port: int = typer.Option(8000, "--port", help="HTTP port."),
-    address: str = typer.Option(
-        None, "--address", help="Join a Ray cluster (auto or HOST:PORT) instead of starting one."
-    ),
-    api_key_env: str = typer.Option(
-        None, "--api-key-env", help="Name of the environment variable holding the API key."
-    ),
-    swap: bool = typer.Option(
-        False, "--swap", help="Roll the server at --address to MODEL with zero downtime, then exit."
-    ),
-    request_timeout_s: float = typer.Option(
-        30.0, "--request-timeout-s", help="Deadline per request, retries included."
-    ),
-    max_ongoing_requests: int = typer.Option(
-        256, "--max-ongoing-requests", help="Requests the ingress works on at once."
-    ),
-    max_queued_requests: int = typer.Option(
-        256, "--max-queued-requests", help="Waiting requests beyond that; more get 503."
-    ),
-    max_body_bytes: int = typer.Option(
-        1_000_000, "--max-body-bytes", help="Larger bodies get 413."
-    ),
-    threads_per_replica: int = typer.Option(
-        None, "--threads-per-replica", help="torch threads per replica (default: cores/replicas)."
-    ),
-    ray_temp_dir: str = typer.Option(
-        None, "--ray-temp-dir", help="Root of Ray's session files (default: a new /tmp dir)."
-    ),
-    replica_cpus: float = typer.Option(
-        None,
-        "--replica-cpus",
-        help="Ray CPUs each replica reserves (default 0; on a cluster, > 0 spreads replicas).",
-    ),
-    ingress_batching: bool = typer.Option(
-        None,
-        "--ingress-batching/--no-ingress-batching",
-        help="Join concurrent requests into one model call (off: it did not pay here).",
-    ),
-    min_replicas: int = typer.Option(
-        None, "--min-replicas", help="Autoscaling: fewest model replicas (default 1)."
-    ),
-    max_replicas: int = typer.Option(
-        None, "--max-replicas", help="Autoscaling on: most model replicas (--replicas: initial)."
-    ),
-    target_ongoing_requests: float = typer.Option(
-        None,
-        "--target-ongoing-requests",
-        help="Autoscaling: model calls per replica to aim for (default: --max-batch-size).",
-    ),
-    upscale_delay_s: float = typer.Option(
-        None, "--upscale-delay-s", help="Autoscaling: load above target this long adds one."
-    ),
-    downscale_delay_s: float = typer.Option(
-        None, "--downscale-delay-s", help="Autoscaling: load below target this long removes one."
-    ),
+    options: dict = SERVE_FLAGS,
     trust_code: bool = TRUST_CODE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -90,14 +70,13 @@ def serve(
         start_server,
         swap_model,
     )
-    from wattwise.serve.settings import ServeSettings
 
-    options = {k: v for k, v in context.params.items() if k not in ("swap", "as_json")}
-    settings = ServeSettings.from_options(**options).checked()
+    swap = options.pop("swap")
+    settings = ServeSettings.from_options(model, trust_code=trust_code, **options).checked()
     if swap:
         signature = swap_model(settings)
         if as_json:
-            print_json({"swapped_to": signature.model, "address": address})
+            print_json({"swapped_to": signature.model, "address": settings.address})
         else:
             console.print(f"now serving {signature.model} (every replica ready)")
         return
@@ -118,7 +97,7 @@ def serve(
         console.print(f"serving {ready['model']} at {ready['url']} (OpenAPI: {ready['openapi']})")
         console.print(
             f"swap live: wattwise serve NEW_MODEL --swap --address {server.ray_address} "
-            f"--port {port}; stop: Ctrl-C"
+            f"--port {settings.port}; stop: Ctrl-C"
         )
     import sys
 

@@ -7,6 +7,7 @@ from typing import Any
 from wattwise.federate.data import Workload, fresh_model
 from wattwise.federate.results import CentralisedRun, FederateResult
 from wattwise.federate.settings import FederateSettings
+from wattwise.federate.training import LocalTraining
 from wattwise.measure.energy import detect_energy_source
 
 
@@ -23,13 +24,13 @@ def train_centralised(settings: FederateSettings, workload: Workload) -> Central
     try:
         for epoch in range(settings.centralised_epochs):
             token = energy.start()
-            pooled.train(
-                model,
+            epoch_training = LocalTraining(
                 epochs=1,
                 batch_size=settings.batch_size,
                 learning_rate=settings.learning_rate,
                 seed=settings.seed * 7919 + epoch,
             )
+            pooled.train(model, epoch_training)
             reading = energy.stop(token)
             accuracies.append(workload.score(model))
             energies.append(reading.energy_j)

@@ -29,7 +29,7 @@ from wattwise.errors import WattwiseError
 from wattwise.federate.codec import UpdateEncoder, tensor_type
 from wattwise.federate.data import build_model, fresh_model, open_local_data
 from wattwise.federate.settings import Compression, kill_round
-from wattwise.federate.training import load_arrays, model_arrays
+from wattwise.federate.training import LocalTraining, load_arrays, model_arrays
 from wattwise.measure.energy import detect_energy_source
 from wattwise.paths import atomic_write_bytes
 
@@ -77,7 +77,8 @@ class WattwiseClient(Client):
         # process pays one-time costs (lazy imports, kernel set-up, ~3 CPU-s here) that are not
         # training; kept out of round 1's energy so rounds compare with each other and with the
         # centralised baseline, which runs in a warm process. The weights do not change.
-        self.data.train(self.model, epochs=1, batch_size=2, learning_rate=0.0, seed=0, max_steps=1)
+        warm_up = LocalTraining(epochs=1, batch_size=2, learning_rate=0.0, seed=0, max_steps=1)
+        self.data.train(self.model, warm_up)
 
     def rounds_done_since(self, moment: float) -> bool:
         """True when this client answered a round after `moment` (time.monotonic())."""
@@ -122,8 +123,7 @@ class WattwiseClient(Client):
         token = self.energy.start()
         started = time.perf_counter()
         max_steps = int(config.get("local_steps", 0))
-        loss = self.data.train(
-            self.model,
+        training = LocalTraining(
             epochs=int(config.get("local_epochs", 1)),
             batch_size=int(config.get("batch_size", 32)),
             learning_rate=float(config.get("learning_rate", 0.05)),
@@ -131,6 +131,7 @@ class WattwiseClient(Client):
             proximal_mu=float(config.get("proximal_mu", 0.0)),
             max_steps=max_steps or None,
         )
+        loss = self.data.train(self.model, training)
         update = [
             local - start
             for local, start in zip(model_arrays(self.model), global_arrays, strict=True)

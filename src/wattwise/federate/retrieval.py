@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wattwise.errors import DataError
-from wattwise.federate.training import train_steps
+from wattwise.federate.training import LocalTraining, train_steps
 from wattwise.paths import atomic_write_bytes
 from wattwise.tasks.text import TextEncoderTask
 
@@ -114,7 +114,7 @@ class TextPairs:
     def __len__(self) -> int:
         return len(self.passages)
 
-    def train(self, model: nn.Module, **options) -> float:
+    def train(self, model: nn.Module, training: LocalTraining) -> float:
         """AdamW on the in-batch-negatives loss (see the module docstring and `train_steps`)."""
 
         def batch_loss(module: nn.Module, positions: torch.Tensor) -> torch.Tensor:
@@ -124,4 +124,4 @@ class TextPairs:
             similarity = F.normalize(queries, dim=1) @ F.normalize(passages, dim=1).T
             return F.cross_entropy(SIMILARITY_SCALE * similarity, torch.arange(len(rows)))
 
-        return train_steps(model, len(self), batch_loss, optimizer="adamw", **options)
+        return train_steps(model, len(self), batch_loss, training, optimizer="adamw")

@@ -36,22 +36,33 @@ def load_arrays(model: nn.Module, arrays: list[np.ndarray]) -> None:
 BatchLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class LocalTraining:
+    """How a client trains on its own samples in one round (and the baseline in one epoch).
+
+    Attributes:
+        epochs: passes over the samples.
+        batch_size: samples per optimizer step.
+        learning_rate: the optimizer's learning rate.
+        seed: seeds the shuffles; the same seed gives the same update in any process.
+        proximal_mu: FedProx's μ: μ/2·‖w − w_global‖² is added to the loss when > 0.
+        max_steps: caps the optimizer steps of the call (None: every batch of every epoch).
+    """
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    proximal_mu: float = 0.0
+    max_steps: int | None = None
+
+
 class LocalData(Protocol):
     """A client's own samples and the loss a model trains on them (they never leave it)."""
 
     def __len__(self) -> int: ...
 
-    def train(
-        self,
-        model: nn.Module,
-        *,
-        epochs: int,
-        batch_size: int,
-        learning_rate: float,
-        seed: int,
-        proximal_mu: float = 0.0,
-        max_steps: int | None = None,
-    ) -> float:
+    def train(self, model: nn.Module, training: LocalTraining) -> float:
         """Train `model` on these samples; return the mean loss of the last epoch."""
 
 
@@ -59,13 +70,7 @@ def train_steps(
     model: nn.Module,
     samples: int,
     batch_loss: BatchLoss,
-    *,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    seed: int,
-    proximal_mu: float = 0.0,
-    max_steps: int | None = None,
+    training: LocalTraining,
     optimizer: str = "sgd",
 ) -> float:
     """The one local loop: seeded shuffles of `samples` positions, `batch_loss(model, positions)`.
@@ -75,27 +80,28 @@ def train_steps(
     the optimizer steps of the call (None: every batch of every epoch). Returns the mean loss of
     the last epoch; the same seed gives the same update in any process.
     """
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(training.seed)
+    torch.manual_seed(training.seed)
     model.train()
-    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+    proximal = training.proximal_mu > 0
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal else None
     if optimizer == "adamw":
-        step_rule = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+        step_rule = torch.optim.AdamW(model.parameters(), lr=training.learning_rate)
     else:
-        step_rule = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
+        step_rule = torch.optim.SGD(model.parameters(), lr=training.learning_rate, momentum=0.9)
     last_loss, steps = 0.0, 0
-    for _ in range(epochs):
+    for _ in range(training.epochs):
         order = torch.randperm(samples, generator=generator)
         losses = []
-        for start in range(0, len(order), batch_size):
-            if max_steps is not None and steps >= max_steps:
+        for start in range(0, len(order), training.batch_size):
+            if training.max_steps is not None and steps >= training.max_steps:
                 break
-            loss = batch_loss(model, order[start : start + batch_size])
+            loss = batch_loss(model, order[start : start + training.batch_size])
             if anchor is not None:
                 drift = sum(
                     (p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
                 )
-                loss = loss + proximal_mu / 2 * drift
+                loss = loss + training.proximal_mu / 2 * drift
             step_rule.zero_grad(set_to_none=True)
             loss.backward()
             step_rule.step()
@@ -116,13 +122,13 @@ class LabelledArrays:
     def __len__(self) -> int:
         return len(self.inputs)
 
-    def train(self, model: nn.Module, **options) -> float:
-        """SGD with momentum on cross-entropy (see `train_steps` for the options)."""
+    def train(self, model: nn.Module, training: LocalTraining) -> float:
+        """SGD with momentum on cross-entropy (see `train_steps`)."""
 
         def batch_loss(module: nn.Module, positions: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(module(self.inputs[positions]).float(), self.labels[positions])
 
-        return train_steps(model, len(self), batch_loss, **options)
+        return train_steps(model, len(self), batch_loss, training)
 
 
 @torch.no_grad()

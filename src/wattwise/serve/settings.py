@@ -23,6 +23,17 @@ MODEL_DEPLOYMENT = "ModelReplica"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
+def serve_flag(default: Any, help_text: str, *, show_default: bool = True) -> Any:
+    """A `ServeSettings` field that `wattwise serve` also takes as a flag, with its help text.
+
+    The command builds the flag from the field (see `cli.common.settings_flags`), so a flag's
+    type, default and help live here once. `show_default=False`: the flag starts unset, --help
+    shows no default (the help text says it where it matters) and the field's default applies.
+    """
+    metadata = {"help": help_text, "show_default": show_default}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """Options of `wattwise serve`; units are in the names.
@@ -58,31 +69,57 @@ class ServeSettings:
     """
 
     model: str
-    replicas: int = 2
-    max_batch_size: int = 32
-    batch_wait_ms: float = 5.0
-    host: str = "127.0.0.1"
-    port: int = 8000
-    address: str | None = None
-    api_key_env: str | None = None
-    request_timeout_s: float = 30.0
-    max_body_bytes: int = 1_000_000
+    replicas: int = serve_flag(2, "Model replicas, all active.")
+    max_batch_size: int = serve_flag(32, "Most inputs per forward pass (and per request).")
+    batch_wait_ms: float = serve_flag(5.0, "How long a replica waits for a batch to fill.")
+    host: str = serve_flag("127.0.0.1", "Bind address; non-loopback needs a key.")
+    port: int = serve_flag(8000, "HTTP port.")
+    address: str | None = serve_flag(
+        None, "Join a Ray cluster (auto or HOST:PORT) instead of starting one."
+    )
+    api_key_env: str | None = serve_flag(
+        None, "Name of the environment variable holding the API key."
+    )
+    request_timeout_s: float = serve_flag(30.0, "Deadline per request, retries included.")
+    max_body_bytes: int = serve_flag(1_000_000, "Larger bodies get 413.")
     max_text_chars: int = 10_000
-    max_ongoing_requests: int = 256
-    max_queued_requests: int = 256
+    max_ongoing_requests: int = serve_flag(256, "Requests the ingress works on at once.")
+    max_queued_requests: int = serve_flag(256, "Waiting requests beyond that; more get 503.")
     health_check_period_s: float = 1.0
     health_check_timeout_s: float = 2.0
-    threads_per_replica: int | None = None
-    replica_cpus: float = 0.0
+    threads_per_replica: int | None = serve_flag(
+        None, "torch threads per replica (default: cores/replicas)."
+    )
+    replica_cpus: float = serve_flag(
+        0.0,
+        "Ray CPUs each replica reserves (default 0; on a cluster, > 0 spreads replicas).",
+        show_default=False,
+    )
     object_store_bytes: int = 200 * 2**20
-    ray_temp_dir: str | None = None
-    min_replicas: int = 1
-    max_replicas: int | None = None
-    target_ongoing_requests: float | None = None
-    upscale_delay_s: float = 10.0
-    downscale_delay_s: float = 60.0
+    ray_temp_dir: str | None = serve_flag(
+        None, "Root of Ray's session files (default: a new /tmp dir)."
+    )
+    min_replicas: int = serve_flag(
+        1, "Autoscaling: fewest model replicas (default 1).", show_default=False
+    )
+    max_replicas: int | None = serve_flag(
+        None, "Autoscaling on: most model replicas (--replicas: initial)."
+    )
+    target_ongoing_requests: float | None = serve_flag(
+        None, "Autoscaling: model calls per replica to aim for (default: --max-batch-size)."
+    )
+    upscale_delay_s: float = serve_flag(
+        10.0, "Autoscaling: load above target this long adds one.", show_default=False
+    )
+    downscale_delay_s: float = serve_flag(
+        60.0, "Autoscaling: load below target this long removes one.", show_default=False
+    )
     autoscaling_look_back_s: float = 30.0
-    ingress_batching: bool = False
+    ingress_batching: bool = serve_flag(
+        False,
+        "Join concurrent requests into one model call (off: it did not pay here).",
+        show_default=False,
+    )
     trust_code: bool = False
 
     def model_options(self):

@@ -7,12 +7,16 @@ and each problem is one DataError naming the place (column or row/line) and the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from wattwise.errors import DataError
+
+Samples = TypeVar("Samples")  # a NumPy array or a torch tensor: both reshape the same way
 
 
 def numeric_inputs(path: Path, inputs: np.ndarray) -> np.ndarray:
@@ -107,3 +111,39 @@ def check_splits(path: Path, split_sizes: dict[str, int]) -> None:
             f"{path}: the {', '.join(empty)} split(s) would be empty; give more samples "
             "(the data is split 60/20/20)"
         )
+
+
+def jsonl_records(path: Path, field: str) -> list[dict[str, Any]]:
+    """The objects of a JSONL file (one a line, blank lines skipped), each holding `field`;
+    DataError naming the first line that is not such an object."""
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or field not in record:
+            article = "an" if field[0] in "aeiou" else "a"
+            raise DataError(
+                f"{path} line {number} is not an object with {article} {field!r} field; "
+                "fix that line"
+            )
+        records.append(record)
+    return records
+
+
+def shaped_samples(
+    path: Path, samples: Samples, sample_shape: tuple[int, ...], fix: str
+) -> Samples:
+    """`samples` reshaped to (N, *sample_shape), the model's per-sample input shape, or a
+    DataError naming both shapes and `fix` (what the user should change)."""
+    try:
+        return samples.reshape((len(samples), *sample_shape))
+    except (ValueError, RuntimeError) as error:  # NumPy raises ValueError, torch RuntimeError
+        given = tuple(samples.shape[1:])
+        raise DataError(
+            f"{path}: inputs of {given} values per sample do not fit the model's input shape "
+            f"{sample_shape}; {fix}"
+        ) from error

@@ -8,7 +8,6 @@ Inputs are reshaped to the model's per-sample shape when one is given.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,14 @@ import torch
 from wattwise.errors import DataError
 from wattwise.tasks.arrays import ArrayTask
 from wattwise.tasks.base import Forward
-from wattwise.tasks.data_checks import check_finite, check_labels, check_splits, numeric_inputs
+from wattwise.tasks.data_checks import (
+    check_finite,
+    check_labels,
+    check_splits,
+    jsonl_records,
+    numeric_inputs,
+    shaped_samples,
+)
 from wattwise.tasks.dtypes import input_tensor
 
 
@@ -69,19 +75,9 @@ def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray | N
 
 
 def _read_jsonl(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    inputs, labels = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            inputs.append(record["input"])
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise DataError(
-                f"{path} line {number} is not an object with an 'input' field; fix that line"
-            ) from error
-        if "label" in record:
-            labels.append(record["label"])
+    records = jsonl_records(path, "input")
+    inputs = [record["input"] for record in records]
+    labels = [record["label"] for record in records if "label" in record]
     if labels and len(labels) != len(inputs):
         raise DataError(
             f"{path}: some lines have a 'label' and some do not; label every line or none"
@@ -134,13 +130,7 @@ def load_user_task(
         )
     features = input_tensor(inputs, input_dtype, str(path))
     if sample_shape:
-        try:
-            features = features.reshape((len(features), *sample_shape))
-        except RuntimeError as error:
-            raise DataError(
-                f"{path}: inputs of {tuple(features.shape[1:])} values per sample do not fit the "
-                f"model's input shape {sample_shape}; fix --input-shape or the data"
-            ) from error
+        features = shaped_samples(path, features, sample_shape, "fix --input-shape or the data")
     label_tensor = None
     if labels is not None:
         label_tensor = (

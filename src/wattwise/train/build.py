@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from wattwise.errors import ConfigError
+from wattwise.fit.loop import TrainConfig, fit
 from wattwise.tasks.base import Task, TrainingBatch
 from wattwise.train.config import TrainSettings
 
@@ -34,6 +36,30 @@ class TrainingSetup:
     loss_fn: Callable[[nn.Module, TrainingBatch], torch.Tensor]
     make_batches: Callable[[int], Iterator[TrainingBatch]]
     description: str
+
+    def train_from(
+        self,
+        start_step: int,
+        model: nn.Module,
+        batches: Iterator[TrainingBatch],
+        config: TrainConfig,
+        **fit_options: Any,
+    ) -> None:
+        """Train `model` (this setup's, or it wrapped for DDP) with this setup's loss from
+        `start_step` to `config.steps`; nothing when a restored run got there already.
+
+        `fit_options` go to `fit` as they are (the restored optimizer, the step hook, ...).
+        """
+        if start_step < config.steps:
+            fit(
+                model,
+                batches,
+                self.loss_fn,
+                config,
+                description=self.description,
+                start_step=start_step,
+                **fit_options,
+            )
 
 
 def simcse_loss(model: nn.Module, batch: TrainingBatch) -> torch.Tensor:

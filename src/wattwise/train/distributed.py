@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.nn.parallel import DistributedDataParallel
 
 from wattwise.errors import ConfigError
-from wattwise.fit.loop import StepLog, fit, make_optimizer, make_scheduler
+from wattwise.fit.loop import StepLog, make_optimizer, make_scheduler
 from wattwise.models.weights import save_weights
 from wattwise.tasks.base import ResumableBatches
 from wattwise.train.checkpoint import FORMAT, capture_rng, newest_committed, restore_rng
@@ -249,19 +249,16 @@ def run_distributed(settings: TrainSettings, role: str, show_progress: bool):
                     )
 
         started = time.perf_counter()
-        if start_step < settings.steps:
-            fit(
-                model,
-                batches,
-                setup.loss_fn,
-                config,
-                description=setup.description,
-                show_progress=show_progress and rank == 0,
-                start_step=start_step,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                on_step_log=after_step,
-            )
+        setup.train_from(
+            start_step,
+            model,
+            batches,
+            config,
+            show_progress=show_progress and rank == 0,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            on_step_log=after_step,
+        )
         result.train_s = time.perf_counter() - started
         result.checkpoints = len(stalls)
         result.stall_s_mean = sum(stalls) / len(stalls) if stalls else 0.0

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from wattwise.fit.loop import StepLog, fit, make_optimizer, make_scheduler
+from wattwise.fit.loop import StepLog, make_optimizer, make_scheduler
 from wattwise.models.weights import save_weights
 from wattwise.progress import info
 from wattwise.tasks.base import ResumableBatches
@@ -194,21 +194,18 @@ def _train(
 
     started = time.perf_counter()
     try:
-        if start_step < settings.steps:
-            fit(
-                model,
-                batches,
-                setup.loss_fn,
-                config,
-                description=setup.description,
-                show_progress=show_progress,
-                start_step=start_step,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                energy_source=energy,
-                on_step_log=after_step,
-            )
+        setup.train_from(
+            start_step,
+            model,
+            batches,
+            config,
+            show_progress=show_progress,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            energy_source=energy,
+            on_step_log=after_step,
+        )
         replicator.close()
     except BaseException:
         replicator.stop_now()
