@@ -23,11 +23,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/wattwise optimize minilm --budget "fidelity>=0.99" --objective throughput --batch-size 32 --time-limit 100s --out report/
 
-# Two xdist workers (one per core on the 2-core machines); each test module stays on one worker
-# and the Ray modules share one (tests/conftest.py). The 10 slowest tests are printed.
+# Two xdist workers (one per core on the 2-core machines); each test module stays on one worker,
+# the Ray server and torchrun modules share one, the longest start first (tests/conftest.py:
+# its own scheduler, and xdist must not reorder). The 10 slowest tests are printed.
 test: $(STAMP) etcd chromium
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=10
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -1,9 +1,9 @@
 """Test-wide set-up: private cache and home dirs, the `gpu` marker skip, xdist groups.
 
-Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) every test module stays on one
-worker (its module-scoped fixtures, such as a server or a search, are built once), and the
-modules that start Ray share one group so two Ray instances never start side by side. The
-digits-cnn model is trained once, before the workers start, into the cache they share.
+Under pytest-xdist (`make test` runs `-n 2 --dist loadscope`) every test module stays on one
+worker (its module-scoped fixtures, such as a server or a search, are built once), the two most
+process-heavy modules (the Ray server, torchrun) share one work unit so they never run side by
+side, and the longest work units start first. The digits-cnn model is trained once, before the workers start, into the cache they share.
 """
 
 from __future__ import annotations
@@ -57,21 +57,36 @@ def pytest_configure(config):
         load_digits_cnn()
 
 
-def _xdist_group(item) -> str:
-    path = item.nodeid.split("::")[0]
+def _group(nodeid: str) -> str:
+    """The xdist work unit of a test: its module, or "processes" for the process-heavy ones."""
+    path = nodeid.split("::")[0]
     return "processes" if path in PROCESS_HEAVY_MODULES else path
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Whole work units per worker (see `_group`), in collection order.
+
+    Written here because xdist 3.8's own `--dist loadgroup` groups nothing under pytest 9: it
+    renames `item._nodeid`, which pytest 9 no longer reads, so every test went to any worker,
+    module fixtures (a Ray server, a search) were built once per worker, side by side.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return ModuleGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests without CUDA; give each test its xdist group (see the docstring) and
-    run the longest groups first (file order kept within each)."""
+    """Skip `gpu` tests without CUDA; run the longest work units first (file order kept within
+    each; `make test` passes --no-loadscope-reorder so xdist keeps this order)."""
     import torch
 
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
     rank = {group: index for index, group in enumerate(LONGEST_GROUPS_FIRST)}
-    items.sort(key=lambda item: rank.get(_xdist_group(item), len(rank)))
+    items.sort(key=lambda item: rank.get(_group(item.nodeid), len(rank)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (run on the GPU machine)")
