@@ -80,6 +80,20 @@ def test_order_puts_likely_winners_first_peers_last_and_skips_hopeless():
     assert not order_candidates([bf16], priors, speed_matters=False).not_started
 
 
+def test_one_candidate_per_compute_path_before_any_paths_second():
+    # A wrong prior for a whole path (the probe times kernels, not models) must not let that
+    # path's variants use up the time before another path is tried once.
+    priors = Priors(ratios={"ort_int8": 10.0, "torch_bf16": 3.9})
+    steps = [{"quantize": {"method": "int8_dynamic", "granularity": g}} for g in ("per_channel", "per_tensor", "per_channel")]  # fmt: skip
+    ort = [_candidate({"steps": [step], "backend": "onnxruntime"}) for step in steps]
+    bf16 = [
+        _candidate({"steps": [{"cast": {"method": "bf16"}}], "backend": backend})
+        for backend in ("eager", "torch_compile")
+    ]
+    ordered = [c for c, _ in order_candidates([*ort, *bf16], priors).order]
+    assert ordered == [ort[0], bf16[0], bf16[1], ort[1], ort[2]]
+
+
 def test_candidates_that_train_come_after_those_that_do_not_whatever_their_prior():
     # Dropping 2 of 6 layers predicts 1.5x on top of int8, but it distils for minutes and
     # risks the budget: the plain int8 candidate is measured first (bench on AVX2: the drop

@@ -81,7 +81,8 @@ def order_candidates(
     layer_count: int | None = None,
     speed_matters: bool = True,
 ) -> Ordered:
-    """Likeliest winners first; within equal priors the space's own order (milder first);
+    """Likeliest winners first, one per compute path before any path's second (see
+    `_first_of_each_path`); within equal priors the space's own order (milder first);
     candidates that train after those that do not; peers after every other candidate. When
     speed is what is optimised, non-peers predicted below NOT_WORTH_STARTING are left out with
     the measured reason."""
@@ -103,12 +104,34 @@ def order_candidates(
         ranked.append((index, candidate, ratio))
     # Candidates that train (distillation: minutes on CPU, and layer dropping risks the budget)
     # come after the ones that do not, whatever their prior: a fast, likely winner first.
-    winners = sorted(
-        (r for r in ranked if not r[1].peer),
-        key=lambda r: (trains(r[1]), -round(r[2], 1), r[0]),
+    winners = _first_of_each_path(
+        sorted(
+            (r for r in ranked if not r[1].peer),
+            key=lambda r: (trains(r[1]), -round(r[2], 1), r[0]),
+        )
     )
     peers = [r for r in ranked if r[1].peer]
     return Ordered([(c, ratio) for _, c, ratio in [*winners, *peers]], not_started)
+
+
+def _first_of_each_path(ranked: list[tuple[int, Candidate, float]]):
+    """The best-ranked candidate of every compute path (and backend) first, then the second of
+    each, and so on; training candidates stay last.
+
+    The probe times kernels, not whole models, so its error is per path: on an AVX-512 BF16 CPU
+    it put ONNX Runtime int8 at 10x and bf16 at 3.9x; on MiniLM the whole models ran 3.5x (fused
+    ORT int8) and 3.1-3.7x (bf16 eager, compiled), and five ONNX Runtime int8 variants spent the
+    time limit before bf16 was tried (docs/benchmarks.md). Measuring one
+    of each path first bounds what a wrong prior can cost.
+    """
+    seen: dict[tuple[str, str], int] = {}
+    keyed = []
+    for position, entry in enumerate(ranked):
+        recipe = entry[1].recipe
+        path = (compute_path(recipe), recipe.backend.name)
+        keyed.append(((trains(entry[1]), seen.get(path, 0), position), entry))
+        seen[path] = seen.get(path, 0) + 1
+    return [entry for _, entry in sorted(keyed, key=lambda pair: pair[0])]
 
 
 def trains(candidate: Candidate) -> bool:
