@@ -18,9 +18,11 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     )
 
 
-def run_json(*args: str, timeout: float = 600):
-    """Run a command with --json and parse stdout."""
-    done = run_cli(*args, "--json", timeout=timeout)
+def run_json(*args: str, timeout: float = 600, in_process: bool = False):
+    """Run a command with --json and parse stdout (`in_process`: through `run_in_process`)."""
+    done = (
+        run_in_process(*args, "--json") if in_process else run_cli(*args, "--json", timeout=timeout)
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 

@@ -100,7 +100,7 @@ def test_cli_json_has_every_documented_field():
 
 @pytest.mark.slow
 def test_minilm_profile_json():
-    data = run_json("profile", "minilm", "--batch-sizes", "1,8")
+    data = run_json("profile", "minilm", "--batch-sizes", "1,8", in_process=True)
     assert set(data) >= REQUIRED_KEYS
     assert data["quality"]["fidelity"] == pytest.approx(1.0, abs=1e-5)
     assert 0.5 < data["quality"]["recall@10"] <= 1.0

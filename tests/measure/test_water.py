@@ -53,7 +53,9 @@ def test_wue_override_changes_only_the_onsite_part():
 
 
 def test_profile_json_carries_water_with_its_source():
-    profile = run_json("profile", "digits-cnn", "--batch-sizes", "8", "--region", "FR")
+    profile = run_json(
+        "profile", "digits-cnn", "--batch-sizes", "8", "--region", "FR", in_process=True
+    )
     assert profile["water_l_per_1k"] > 0
     low, high = profile["water_l_per_1k_band"]
     assert low <= profile["water_l_per_1k"] <= high
