@@ -3,7 +3,8 @@
 Under pytest-xdist (`make test` runs `-n 2 --dist loadscope`) every test module stays on one
 worker (its module-scoped fixtures, such as a server or a search, are built once), the two most
 process-heavy modules (the Ray server, torchrun) share one work unit so they never run side by
-side, and the longest work units start first. The digits-cnn model is trained once, before the workers start, into the cache they share.
+side, and the longest work units start first. The digits-cnn model is trained once, before the
+workers start, into the cache they share.
 """
 
 from __future__ import annotations

@@ -62,11 +62,17 @@ class Objective:
         }[self.name]
 
     @property
+    def depends_on_speed(self) -> bool:
+        """Whether speed moves this objective's cost (energy is estimated from time); size is
+        the one that does not."""
+        return self.name != "size"
+
+    @property
     def timing_precision(self) -> float:
         """The precision a candidate's paired speed ratio is timed to: ±3% when the objective
-        depends on speed (energy is estimated from time), ±10% for size, where the ratio is
-        shown beside the result and not ranked on (far fewer pairs)."""
-        return 0.10 if self.name == "size" else 0.03
+        depends on speed, ±10% otherwise, where the ratio is shown beside the result and not
+        ranked on (far fewer pairs)."""
+        return 0.03 if self.depends_on_speed else 0.10
 
     @property
     def is_speed(self) -> bool:

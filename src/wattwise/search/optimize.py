@@ -145,7 +145,7 @@ def optimize(
             search_space.ordered(),
             priors,
             _layer_count(loaded),
-            speed_matters=objective_spec.name != "size",
+            speed_matters=objective_spec.depends_on_speed,
         )
         for candidate, prior, why in ordered.not_started:
             search.skip(candidate, prior, why)

@@ -121,8 +121,8 @@ def _first_of_each_path(ranked: list[tuple[int, Candidate, float]]):
     The probe times kernels, not whole models, so its error is per path: on an AVX-512 BF16 CPU
     it put ONNX Runtime int8 at 10x and bf16 at 3.9x; on MiniLM the whole models ran 3.5x (fused
     ORT int8) and 3.1-3.7x (bf16 eager, compiled), and five ONNX Runtime int8 variants spent the
-    time limit before bf16 was tried (docs/benchmarks.md). Measuring one
-    of each path first bounds what a wrong prior can cost.
+    time limit before bf16 was tried (docs/benchmarks.md). Measuring one of each path first
+    bounds what a wrong prior can cost.
     """
     seen: dict[tuple[str, str], int] = {}
     keyed = []

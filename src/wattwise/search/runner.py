@@ -239,7 +239,7 @@ class Search:
                 seconds = time.perf_counter() - started
                 self.compress_s[path] = max(self.compress_s.get(path, 0.0), seconds)
             module, original = variant.module, self.original().module
-            speed_matters = self.objective.name != "size"
+            speed_matters = self.objective.depends_on_speed
             timing = time_against_original(
                 self.workload.runner(module),
                 self.workload.runner(original),
