@@ -11,13 +11,14 @@ from wattwise.compress.variant import Variant, load_variant
 from wattwise.models.registry import LoadedModel, ModelOptions, load_model
 
 STACK = "tests.helpers:linear_stack"
+WIDE = "tests.helpers:wide_mlp"  # 64 → 2048 → 2048 → 10
 BATCH_SIZES = (8,)
 
 
 @cache
 def loaded(model: str) -> LoadedModel:
-    """digits-cnn or the Linear stack (64 inputs, fidelity on seeded random inputs)."""
-    options = ModelOptions(input_shape="64") if model == STACK else None
+    """digits-cnn or a Linear stack (64 inputs, fidelity on seeded random inputs)."""
+    options = ModelOptions(input_shape="64") if model in (STACK, WIDE) else None
     return load_model(model, options)
 
 

@@ -25,6 +25,7 @@ from wattwise.backends.base import Exported, register_backend
 from wattwise.backends.onnx_quantize import ONNX_QUANTIZERS
 from wattwise.errors import ConfigError
 from wattwise.models.onnx_model import OnnxModule
+from wattwise.tasks.base import module_device
 
 MODEL_FILE = "model.onnx"
 EXPORT_BATCH = 2  # a batch of 1 would let the exporter specialize the batch axis to 1
@@ -83,7 +84,8 @@ def export_onnx(
 
     `exporter`: "dynamo" (torch.export, then onnxscript) or "torchscript" (`dynamo=False`).
     """
-    inputs = task.example_inputs(EXPORT_BATCH, "val")
+    device = module_device(module)  # a model compressed on CUDA exports from there
+    inputs = tuple(t.to(device) for t in task.example_inputs(EXPORT_BATCH, "val"))
     names = input_names(module, len(inputs))
     if exporter == "torchscript":
         with _quiet_exporter(), torch.no_grad():

@@ -23,20 +23,23 @@ from wattwise.measure.size import parameter_count, serialized_size_bytes
 from wattwise.models.registry import LoadedModel
 from wattwise.paths import check_creatable_dir
 from wattwise.progress import info
+from wattwise.tasks.base import forward_on_its_device
 
 
 def snapshot(
     module: nn.Module, loaded: LoadedModel, batch_size: int = 32, evaluate: bool = True
 ) -> Snapshot:
     """Parameters, size, FLOPs, p50 latency at `batch_size` and val quality of `module`."""
-    inputs = loaded.task.example_inputs(batch_size, "val")
+    device = next(module.parameters(), torch.empty(0)).device
+    inputs = tuple(t.to(device) for t in loaded.task.example_inputs(batch_size, "val"))
     with torch.inference_mode():
         samples = time_forward(lambda: module(*inputs), QUICK_TIMING)
-    quality = loaded.task.evaluate(module, "val").metrics if evaluate else {}
+    quality = loaded.task.evaluate(forward_on_its_device(module), "val").metrics if evaluate else {}
+    one = tuple(t.to(device) for t in loaded.task.example_inputs(1, "val"))
     return Snapshot(
         parameter_count(module),
         serialized_size_bytes(module),
-        count_flops(module, loaded.task.example_inputs(1, "val")),
+        count_flops(module, one),
         LatencyStats.from_samples(samples).p50_ms,
         batch_size,
         quality,

@@ -68,7 +68,12 @@ def _int4_weight_only(record: dict[str, Any]):
     from torchao.quantization import Int4WeightOnlyConfig, IntxWeightOnlyConfig, PerGroup
 
     if record.get("kernel") == "cuda":
-        return Int4WeightOnlyConfig(group_size=record["group_size"])
+        # tinygemm's tile-packed layout runs on torch's own CUDA kernel (_weight_int4pack_mm);
+        # torchao's default "plain" layout needs the separate mslk package. It takes bf16
+        # weights (see _torchao) and casts activations to bf16 and back itself.
+        return Int4WeightOnlyConfig(
+            group_size=record["group_size"], int4_packing_format="tile_packed_to_4d"
+        )
     # The CPU path: int4 values (held unpacked in int8 by torchao, packed two per byte when
     # saved), symmetric per-group scales.
     return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(record["group_size"]))
@@ -94,6 +99,7 @@ def _torch_ao_dynamic(module: nn.Module, record: dict[str, Any]) -> nn.Module:
             f"implementation torch_ao offers int8_dynamic only, not {record['scheme']}; "
             "use implementation torchao"
         )
+    module = module.cpu()  # fbgemm kernels: CPU only
     per_channel = record.get("granularity", "per_channel") == "per_channel"
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     with warnings.catch_warnings():
@@ -105,14 +111,24 @@ def _torch_ao_dynamic(module: nn.Module, record: dict[str, Any]) -> nn.Module:
         )
 
 
+def _needs_bf16_weights(record: dict[str, Any]) -> bool:
+    """tinygemm int4 (CUDA) and torchao's row-wise float8 take bf16 weights only."""
+    if record["scheme"] == "int4_weight_only":
+        return record.get("kernel") == "cuda"
+    return record["scheme"] == "float8_dynamic" and record.get("granularity") != "per_tensor"
+
+
 def _torchao(module: nn.Module, record: dict[str, Any]) -> nn.Module:
     from torchao.quantization import quantize_
 
     layers = set(record["layers"])
     config = TORCHAO_CONFIGS[record["scheme"]](record)
     device = record.get("device", "cpu")
-    if device != "cpu":
-        module = module.to(device)
+    module = module.to(device)
+    if _needs_bf16_weights(record):
+        for name, layer in module.named_modules():
+            if name in layers:  # biases stay fp32; these kernels add them in the output dtype
+                layer.weight.data = layer.weight.data.to(torch.bfloat16)
     quantize_(module, config, filter_fn=lambda _module, name: name in layers)
     return module
 

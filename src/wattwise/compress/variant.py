@@ -33,6 +33,7 @@ from wattwise.measure.latency import TimingSettings
 from wattwise.measure.profile import Profile, ProfileOverrides, profile_model
 from wattwise.models.registry import LoadedModel, ModelOptions, load_architecture, load_model
 from wattwise.paths import atomic_directory, atomic_write_text
+from wattwise.tasks.base import forward_on_its_device
 
 FORMAT_VERSION = 1
 MANIFEST = "variant.json"
@@ -86,7 +87,7 @@ def sha256_file(path: Path) -> str:
 def _probe(loaded_task, module: torch.nn.Module, directory: Path) -> None:
     inputs = loaded_task.example_inputs(PROBE_BATCH, "test")
     with torch.inference_mode():
-        outputs = module(*inputs)
+        outputs = forward_on_its_device(module)(*inputs)
     tensors = {f"input_{i}": t.contiguous() for i, t in enumerate(inputs)}
     tensors["output"] = outputs.detach().contiguous()
     (directory / PROBE).write_bytes(save(tensors))
@@ -362,7 +363,7 @@ def outputs_match_probe(loaded: LoadedModel, path: Path) -> None:
     probe = load_file(str(Path(path) / PROBE))
     inputs = tuple(probe[f"input_{i}"] for i in range(len(probe) - 1))
     with torch.inference_mode():
-        outputs = loaded.module(*inputs)
+        outputs = forward_on_its_device(loaded.module)(*inputs)
     if not torch.equal(outputs.to(probe["output"].dtype), probe["output"]):
         difference = float((outputs.float() - probe["output"].float()).abs().max())
         raise VariantIntegrityError(

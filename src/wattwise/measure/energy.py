@@ -102,12 +102,21 @@ class NvmlEnergy:
 
     def stop(self, token: tuple[float, int]) -> EnergyReading:
         start_time, start_mj = token
+        seconds = time.perf_counter() - start_time
+        joules = (self._total_mj() - start_mj) / 1000.0
+        if joules > 0:
+            return EnergyReading(joules, seconds, self.name, self.uncertainty_pct, self.method)
+        # The counter advances in steps: a window of a few milliseconds can read 0 J, which is
+        # not a measurement. The board's power reading times the window stands in, and says so.
+        watts = sum(self._nvml.nvmlDeviceGetPowerUsage(h) for h in self._handles) / 1000.0
         return EnergyReading(
-            (self._total_mj() - start_mj) / 1000.0,
-            time.perf_counter() - start_time,
+            watts * seconds,
+            seconds,
             self.name,
             self.uncertainty_pct,
-            self.method,
+            f"NVML power reading ({watts:.0f} W) × the {seconds * 1000:.1f} ms window: the "
+            f"energy counter did not advance in so short a window; whole device, "
+            f"{SHARED_DEVICE_NOTE}",
         )
 
 

@@ -24,6 +24,7 @@ from wattwise.measure.size import parameter_count, serialized_size_bytes
 from wattwise.measure.water import water_band_litres, water_intensity, water_litres
 from wattwise.models.registry import LoadedModel
 from wattwise.progress import progress_bar
+from wattwise.tasks.base import forward_on_its_device
 
 
 @dataclass
@@ -173,6 +174,7 @@ def profile_model(
     energy_by_batch: dict[str, float] = {}
     energy_per_inference = {}
     peak_bytes, memory_source = 0, ""
+    window_notes: list[str] = []
     overrides = overrides or ProfileOverrides()
     with progress_bar(
         f"profiling {loaded.name}", total=len(batch_sizes) + 2, enabled=show_progress
@@ -198,17 +200,21 @@ def profile_model(
             throughput[key] = batch_size / (stats.p50_ms / 1000.0)
             # The window holds exactly the timed samples: divide by them.
             per_inference = reading.energy_j / (len(samples) * batch_size)
+            if reading.method != source.method:
+                window_notes.append(f"energy at batch {batch_size}: {reading.method}")
             energy_per_inference[key] = per_inference
             energy_by_batch[key] = per_inference * 1000
             bar.advance(f"batch {batch_size}: p50 {stats.p50_ms:.2f} ms")
-        quality = loaded.task.evaluate(module, quality_split) if evaluate else None
+        quality = (
+            loaded.task.evaluate(forward_on_its_device(module), quality_split) if evaluate else None
+        )
         bar.advance("quality scored")
     generation = None
     if loaded.extra.get("causal_lm"):
         generation = profile_generation(loaded, device=device).to_dict()
     energy_batch = max(batch_sizes)
     per_1k = energy_by_batch[str(energy_batch)]
-    notes = list(overrides.notes)
+    notes = [*overrides.notes, *window_notes]
     return Profile(
         model=loaded.name,
         kind=loaded.kind,

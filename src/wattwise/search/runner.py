@@ -33,6 +33,7 @@ from wattwise.search.results import CandidateResult, SearchState, one_line
 from wattwise.search.space import Candidate
 from wattwise.search.timing import PairedTiming, time_against_original
 from wattwise.search.workload import make_workload
+from wattwise.tasks.base import forward_on_its_device
 
 # The profile a scored candidate gets (size, energy, quality): its speed comes from the paired
 # timing, so a short window is enough here.
@@ -125,7 +126,7 @@ class Search:
         energy were measured on inputs of the same shapes, so only quality depends on the split
         (one scoring pass instead of a second full profile)."""
         profile = Profile.from_dict(self.state.baseline.profile)
-        quality = self.loaded.task.evaluate(self.original().module, split)
+        quality = self.loaded.task.evaluate(forward_on_its_device(self.original().module), split)
         return dataclasses.replace(
             profile,
             quality=dict(quality.metrics),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from wattwise.errors import ConfigError
-from wattwise.tasks.base import ModelInputs, Task
+from wattwise.tasks.base import ModelInputs, Task, module_device
 
 WORKLOADS = ("fixed", "corpus")
 
@@ -39,20 +39,32 @@ class Workload:
     def runner(self, module: Callable) -> Callable[[], object]:
         """A callable running `module` on the next batch, cycling: two runners called the same
         number of times stay on the same batch, so each timed pair compares like with like."""
-        cycle = itertools.cycle(self.batches)
+        cycle = itertools.cycle(self.batches_for(module))
+        device = module_device(module)
 
         def run() -> object:
-            return module(*next(cycle))
+            output = module(*next(cycle))
+            if device.type == "cuda":  # a call ends when its kernels have run, not when queued
+                torch.cuda.synchronize(device)
+            return output
 
         return run
 
+    def batches_for(self, module: Callable) -> list[ModelInputs]:
+        """The batches on `module`'s device (copied once, outside any timing)."""
+        device = module_device(module)
+        if device.type == "cpu":
+            return self.batches
+        return [tuple(t.to(device) for t in batch) for batch in self.batches]
+
     def full_pass_s(self, module: Callable) -> float:
         """Seconds to run every batch once (after one warm-up batch)."""
+        run = self.runner(module)
         with torch.inference_mode():
-            module(*self.batches[0])
+            run()
             started = time.perf_counter()
-            for batch in self.batches:
-                module(*batch)
+            for _ in self.batches:
+                run()
         return time.perf_counter() - started
 
     def describe(self) -> str:

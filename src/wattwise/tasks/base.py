@@ -20,6 +20,32 @@ Forward = Callable[..., torch.Tensor]
 SPLITS = ("train", "val", "test")
 
 
+def module_device(module: Callable[..., Any]) -> torch.device:
+    """The device of `module`'s first parameter or buffer; the CPU for modules with neither
+    (ONNX Runtime sessions, plain callables), which take CPU tensors."""
+    for tensors in ("parameters", "buffers"):
+        first = next(iter(getattr(module, tensors, lambda: iter(()))()), None)
+        if first is not None:
+            return first.device
+    return torch.device("cpu")
+
+
+def forward_on_its_device(module: Callable[..., Any]) -> Forward:
+    """`module` itself when it runs on the CPU; otherwise a forward that moves tensor inputs to
+    the module's device and its output back to the CPU (tasks keep their data on the CPU)."""
+    device = module_device(module)
+    if device.type == "cpu":
+        return module
+
+    def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
+        moved = [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
+        named = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        output = module(*moved, **named)
+        return output.cpu() if isinstance(output, torch.Tensor) else output
+
+    return forward
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """A quality metric: its name, direction and unit."""

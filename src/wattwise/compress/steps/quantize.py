@@ -43,7 +43,9 @@ def torch_outcome(context, module: nn.Module, step: Step, record: dict, note: st
     (see compress.quantize_retry); the outcome carries the rebuild record, sizes and what was
     left out."""
     record = {"op": "quantize_torch", "layers": selected_names(module, step.layers), **record}
-    record.setdefault("device", "cpu")
+    # torch.ao's dynamic kernels are fbgemm (CPU only); torchao's run where the model is.
+    on_cuda = context.device.startswith("cuda") and record.get("implementation") != "torch_ao"
+    record.setdefault("device", "cuda" if on_cuda else "cpu")
     probe = context.task.example_inputs(PROBE_BATCH, "train")
     module, record, metrics, left_out = quantize_leaving_out_breakers(module, record, probe)
     notes, left_out_metrics = left_out_report(left_out, kept=len(record["layers"]))

@@ -33,6 +33,7 @@ from wattwise.compress.steps.quantize_common import (
     require_cuda,
     selected_names,
 )
+from wattwise.errors import ConfigError
 
 CALIBRATION_BATCH = 16
 
@@ -109,13 +110,27 @@ def apply_fp8(context, module: nn.Module, step: CastFp8) -> StepOutcome:
         "cast fp8 (torchao float8)",
         "float8 matmuls need an sm89+ GPU; on CPU use cast bf16 or quantize int8_dynamic",
     )
+    # torch._scaled_mm needs both dimensions multiples of 16; torchao silently leaves other
+    # layers in high precision, so they are left out here, by name, with a note.
+    layers = dict(module.named_modules())
+    selected = selected_names(module, step.layers)
+    fits = [name for name in selected if all(d % 16 == 0 for d in layers[name].weight.shape)]
+    if not fits:
+        raise ConfigError(
+            "cast fp8: no selected Linear layer has both dimensions a multiple of 16, which "
+            "float8 matmuls (torch._scaled_mm) need; select larger layers or use cast bf16"
+        )
     record = {
         "implementation": "torchao",
         "scheme": "float8_dynamic",
         "granularity": step.granularity,
         "device": "cuda",
+        "layers": fits,
     }
-    return torch_outcome(context, module, step, record, "fp8 (e4m3) weights and activations")
+    note = "fp8 (e4m3) weights and activations"
+    if skipped := [name for name in selected if name not in fits]:
+        note += f"; left in fp32 (a dimension not a multiple of 16): {', '.join(skipped)}"
+    return torch_outcome(context, module, step, record, note)
 
 
 @register_step(apply_fp8)
