@@ -22,6 +22,13 @@ os.environ.setdefault("WATTWISE_CACHE", os.path.join(_RUN_DIR, "cache"))
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_RUN_DIR, "inductor"))
 os.environ["HOME"] = os.path.join(_RUN_DIR, "home")
 os.makedirs(os.environ["HOME"], exist_ok=True)
+# Two xdist workers share the cores: one intra-op thread each. With torch's default (a thread
+# per core) in both, their OpenMP threads oversubscribe the cores and wait on each other: the
+# optimize module's search took 85 s instead of 9.5 s when two ran side by side on 2 cores
+# (2026-12-04). Child processes (CLIs, clients, Ray workers) inherit the setting.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 # tiny-lm in tests: the "test" preset (a 4-layer, 32-wide GPT-2 trained for 30 steps).
 os.environ.setdefault("WATTWISE_TINY_LM_PRESET", "test")
 # A suite started in the background (`make test &`, nohup, some CI runners) inherits an ignored

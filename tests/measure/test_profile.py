@@ -33,8 +33,11 @@ def digits_profile():
     return wattwise.profile("digits-cnn", batch_sizes=(1, 32))
 
 
-def test_batch_32_has_higher_throughput_than_batch_1(digits_profile):
-    assert digits_profile.throughput_per_s["32"] > digits_profile.throughput_per_s["1"]
+def test_batch_32_takes_longer_than_batch_1_and_both_have_throughput(digits_profile):
+    # 32 samples cost more than 1 on any machine; whether batching pays off here is a speed
+    # question for bench/, not a property.
+    assert digits_profile.latency_ms["32"].p50_ms > digits_profile.latency_ms["1"].p50_ms
+    assert all(digits_profile.throughput_per_s[b] > 0 for b in ("1", "32"))
 
 
 def test_fp32_size_is_four_bytes_per_parameter(digits_profile):
