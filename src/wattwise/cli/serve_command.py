@@ -49,6 +49,7 @@ SERVE_FLAGS = OptionGroup(
             "target_ongoing_requests",
             "upscale_delay_s",
             "downscale_delay_s",
+            "kv_cache_budget_bytes",
         ),
     )
 )
@@ -91,6 +92,8 @@ def serve(
         "replicas": settings.replicas,
         "openapi": f"{server.url}/openapi.json",
     }
+    if server.signature.generates:
+        ready["generate"] = f"{server.url}/v1/generate"
     if as_json:
         print_json(ready)
     else:

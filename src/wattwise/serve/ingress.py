@@ -13,34 +13,24 @@ import time
 from typing import Any
 
 from ray import serve
-from ray.exceptions import RayActorError, RayError, RayTaskError
-from ray.serve.exceptions import (
-    BackPressureError,
-    DeploymentUnavailableError,
-    RayServeException,
-    ReplicaUnavailableError,
-)
+from ray.exceptions import RayError
+from ray.serve.exceptions import BackPressureError, RayServeException
 
+from wattwise.serve.generation_relay import open_stream, relay_stream
 from wattwise.serve.http_app import ServiceUnavailable, build_app
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
 from wattwise.serve.metrics import ServeMetrics
 from wattwise.serve.replica import count_inputs
+from wattwise.serve.retries import (
+    BACKPRESSURE_PATIENCE_S,
+    FIRST_BACKOFF_S,
+    is_replica_failure,
+    next_backoff_s,
+)
 from wattwise.serve.settings import APP_NAME, MODEL_DEPLOYMENT, ServeSettings
 from wattwise.serve.signature import ModelSignature
 
-# Failures that mean "this replica could not answer", never "this input is wrong".
-REPLICA_FAILURES = (
-    RayActorError,
-    ReplicaUnavailableError,
-    DeploymentUnavailableError,
-    BackPressureError,
-)
-FIRST_BACKOFF_S = 0.02
-MAX_BACKOFF_S = 0.5
 STATUS_CACHE_S = 0.5
-# Full model queues are overload, not failure: retry briefly, then answer 503 + Retry-After
-# rather than hold the client until its deadline.
-BACKPRESSURE_PATIENCE_S = 1.0
 # The ingress waits this long for concurrent requests to join one model call; the replica
 # still forms its own batches from the joined calls (`--batch-wait-ms`).
 JOIN_WAIT_S = 0.002
@@ -64,6 +54,7 @@ class Ingress:
         api_key_digest: str | None,
     ) -> None:
         self.model = model
+        self.streaming_model = model.options(stream=True)
         self.settings = ServeSettings(**settings)
         self.signature = ModelSignature.from_dict(signature)
         self.api_key_digest = api_key_digest
@@ -73,6 +64,24 @@ class Ingress:
 
     def __serve_build_asgi_app__(self):
         return build_app(self)
+
+    async def generate(self, prompt: str, max_new_tokens: int) -> Any:
+        """A `/v1/generate` response: SSE relayed from the replica that streamed the first
+        token (retried until then; see `generation_relay`)."""
+        from fastapi.responses import StreamingResponse
+
+        opened = await open_stream(
+            self.streaming_model,
+            prompt,
+            max_new_tokens,
+            self.settings.request_timeout_s,
+            self.metrics,
+        )
+        return StreamingResponse(
+            relay_stream(opened, self.metrics),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
 
     async def predict(self, inputs: Any) -> dict[str, Any]:
         """One input or a list → `{"model", "predictions"}`; retried on replica failure."""
@@ -156,7 +165,7 @@ class Ingress:
                         ) from error
                 self.metrics.retries += 1
                 await asyncio.sleep(min(backoff_s, max(0.0, deadline - time.monotonic())))
-                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+                backoff_s = next_backoff_s(backoff_s)
 
     async def replica_counts(self) -> tuple[int, int]:
         """(healthy model replicas, target), from Serve's controller, cached briefly."""
@@ -165,20 +174,6 @@ class Ingress:
             healthy = await asyncio.to_thread(_running_replicas)
             self._status = (time.monotonic(), healthy)
         return healthy, self.settings.ready_replicas()
-
-
-def is_replica_failure(error: BaseException) -> bool:
-    """True when retrying elsewhere can help: the replica died or was unreachable or full.
-
-    An exception raised by the model code itself (RayTaskError) would recur on any replica, so
-    it is not retried, unless what it wraps is a replica failure. Other errors from Ray's own
-    transport (not from user code) are treated as replica failures: inference is idempotent.
-    """
-    if isinstance(error, REPLICA_FAILURES):
-        return True
-    if isinstance(error, RayTaskError):
-        return isinstance(getattr(error, "cause", None), REPLICA_FAILURES)
-    return isinstance(error, RayError | RayServeException | ConnectionError)
 
 
 async def _resolve(response: Any) -> Any:

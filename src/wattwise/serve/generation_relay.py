@@ -1,0 +1,132 @@
+"""The ingress side of `POST /v1/generate`: open a replica's token stream, retried until its first
+token, then relay it as server-sent events.
+
+Zero-loss retry holds for a request until a token has been sent to its client: the ingress waits
+for the first token before it answers (so TTFT includes any retry), and a replica that dies, is
+unreachable or has no KV-cache room before then is replaced by another call through the handle
+(Ray Serve's router picks a live replica), within the request's deadline. After the first token
+a retry could repeat or skip tokens the client already has, so a stream cut then (the replica
+died mid-stream) ends with an explicit `error` event, never a silent truncation. A full KV cache
+everywhere answers 503 with Retry-After, before anything is streamed. When the client goes away,
+closing the relay cancels the replica's stream, and the replica drops the request at its next
+decode step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException
+
+from wattwise.serve.generation_http import Event, sse
+from wattwise.serve.http_app import ServiceUnavailable
+from wattwise.serve.metrics import ServeMetrics
+from wattwise.serve.retries import (
+    BACKPRESSURE_PATIENCE_S,
+    FIRST_BACKOFF_S,
+    is_replica_failure,
+    next_backoff_s,
+)
+
+FINAL_EVENTS = ("done", "error")
+
+
+@dataclass
+class OpenedStream:
+    """A replica's stream that has produced its first token.
+
+    Attributes:
+        first: the first message's events (tokens, perhaps already the final event).
+        upstream: the rest (Ray Serve's `DeploymentResponseGenerator`, lists of events).
+    """
+
+    first: list[Event]
+    upstream: Any
+
+
+async def open_stream(
+    streaming_handle: Any,
+    prompt: str,
+    max_new_tokens: int,
+    timeout_s: float,
+    metrics: ServeMetrics,
+) -> OpenedStream:
+    """Call `generate` on a model replica until one streams a first token.
+
+    Retried on replica failure, and for up to BACKPRESSURE_PATIENCE_S while every KV cache
+    tried is full; ServiceUnavailable (503) after that or past `timeout_s`, HTTPException 422
+    for a request no replica can take (empty prompt, past the model's context).
+    """
+    deadline = time.monotonic() + timeout_s
+    backoff_s = FIRST_BACKOFF_S
+    full_since = None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ServiceUnavailable("no model replica started this generation within the deadline")
+        upstream = streaming_handle.generate.remote(prompt, max_new_tokens)
+        try:
+            first = await asyncio.wait_for(upstream.__anext__(), remaining)
+        except TimeoutError as error:
+            upstream.cancel()
+            raise ServiceUnavailable(
+                f"no first token within {timeout_s:g} s; retry later or ask for fewer tokens"
+            ) from error
+        except StopAsyncIteration:
+            first = None  # the replica ended the stream without a word: try another
+        except Exception as error:
+            if not is_replica_failure(error):
+                raise
+            first = None
+        if first and first[0][0] != "rejected":
+            return OpenedStream(first, upstream)
+        if first:  # rejected: the replica said why
+            status, detail = first[0][1]["status"], first[0][1]["detail"]
+            if status != 503:
+                raise HTTPException(status, detail)
+            full_since = full_since or time.monotonic()
+            if time.monotonic() - full_since > BACKPRESSURE_PATIENCE_S:
+                raise ServiceUnavailable(detail)
+        metrics.retries += 1
+        await asyncio.sleep(min(backoff_s, max(0.0, deadline - time.monotonic())))
+        backoff_s = next_backoff_s(backoff_s)
+
+
+async def relay_stream(opened: OpenedStream, metrics: ServeMetrics) -> AsyncIterator[str]:
+    """The opened stream as SSE text, ending with `done` or an `error` event, always.
+
+    Closing this generator (the client disconnected) cancels the replica's stream.
+    """
+    ended, tokens = False, 0
+
+    def events(batch: list[Event]) -> str:
+        nonlocal ended, tokens
+        ended = ended or any(event in FINAL_EVENTS for event, _ in batch)
+        tokens += sum(event == "token" for event, _ in batch)
+        return "".join(sse(event, data) for event, data in batch)
+
+    try:
+        yield events(opened.first)
+        if not ended:
+            async for batch in opened.upstream:
+                yield events(batch)
+                if ended:
+                    break
+    except Exception as error:  # noqa: BLE001 - the replica died mid-stream: say so in-band
+        if not ended:
+            ended = True
+            metrics.streams_cut += 1
+            reason = (str(error).splitlines() or [""])[0][:200]
+            detail = f"stream cut: {type(error).__name__}: {reason}"
+            yield sse("error", {"detail": detail, "tokens": tokens})
+    finally:
+        metrics.generated_tokens += tokens
+        if not ended:
+            opened.upstream.cancel()  # the client went away: free the replica's batch slot
+    if not ended:
+        metrics.streams_cut += 1
+        yield sse("error", {"detail": "stream cut: the replica closed it early", "tokens": tokens})
