@@ -7,7 +7,6 @@ The tests run in file order; the last one SIGKILLs the replicas, and the fixture
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import signal
@@ -20,6 +19,7 @@ import pytest
 
 from tests.cli.run_cli import run_json
 from tests.models.lm_helpers import tiny_lm  # noqa: F401
+from tests.serve.sse import parse_sse
 from wattwise.api import generate, serve
 from wattwise.measure.generation import kv_cache_bytes
 from wattwise.serve.generation_engine import ContinuousBatcher
@@ -62,15 +62,6 @@ def lm_server(tiny_lm):  # noqa: F811 - trains tiny-lm once; the replicas load i
         server.stop()
 
 
-def _parse(text: str) -> list[tuple[str, dict]]:
-    """SSE text → [(event, data)]."""
-    events = []
-    for block in text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((fields["event"], json.loads(fields["data"])))
-    return events
-
-
 async def _consume(client: httpx.AsyncClient, url: str, body: dict, first_token=None) -> list:
     """One request's events; `first_token` (an asyncio.Event) is set at its first token."""
     received = ""
@@ -80,7 +71,7 @@ async def _consume(client: httpx.AsyncClient, url: str, body: dict, first_token=
             received += chunk
             if first_token is not None and "event: token" in received:
                 first_token.set()
-    return _parse(received)
+    return parse_sse(received)
 
 
 def _greedy_ids(prompt: str, max_new_tokens: int) -> list[int]:

@@ -15,7 +15,6 @@ decode step.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +24,7 @@ from fastapi import HTTPException
 from wattwise.serve.generation_http import Event, sse
 from wattwise.serve.http_app import ServiceUnavailable
 from wattwise.serve.metrics import ServeMetrics
-from wattwise.serve.retries import (
-    BACKPRESSURE_PATIENCE_S,
-    FIRST_BACKOFF_S,
-    is_replica_failure,
-    next_backoff_s,
-)
+from wattwise.serve.retries import RetrySchedule, is_replica_failure
 
 FINAL_EVENTS = ("done", "error")
 
@@ -61,11 +55,9 @@ async def open_stream(
     tried is full; ServiceUnavailable (503) after that or past `timeout_s`, HTTPException 422
     for a request no replica can take (empty prompt, past the model's context).
     """
-    deadline = time.monotonic() + timeout_s
-    backoff_s = FIRST_BACKOFF_S
-    full_since = None
+    schedule = RetrySchedule(timeout_s)
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = schedule.remaining_s()
         if remaining <= 0:
             raise ServiceUnavailable("no model replica started this generation within the deadline")
         upstream = streaming_handle.generate.remote(prompt, max_new_tokens)
@@ -88,12 +80,10 @@ async def open_stream(
             status, detail = first[0][1]["status"], first[0][1]["detail"]
             if status != 503:
                 raise HTTPException(status, detail)
-            full_since = full_since or time.monotonic()
-            if time.monotonic() - full_since > BACKPRESSURE_PATIENCE_S:
+            if schedule.overloaded_too_long():
                 raise ServiceUnavailable(detail)
         metrics.retries += 1
-        await asyncio.sleep(min(backoff_s, max(0.0, deadline - time.monotonic())))
-        backoff_s = next_backoff_s(backoff_s)
+        await schedule.back_off()
 
 
 async def relay_stream(opened: OpenedStream, metrics: ServeMetrics) -> AsyncIterator[str]:

@@ -21,12 +21,7 @@ from wattwise.serve.http_app import ServiceUnavailable, build_app
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
 from wattwise.serve.metrics import ServeMetrics
 from wattwise.serve.replica import count_inputs
-from wattwise.serve.retries import (
-    BACKPRESSURE_PATIENCE_S,
-    FIRST_BACKOFF_S,
-    is_replica_failure,
-    next_backoff_s,
-)
+from wattwise.serve.retries import RetrySchedule, is_replica_failure
 from wattwise.serve.settings import APP_NAME, MODEL_DEPLOYMENT, ServeSettings
 from wattwise.serve.signature import ModelSignature
 
@@ -138,11 +133,9 @@ class Ingress:
         return depth == len(self.signature.request_shape)
 
     async def _call_with_retries(self, samples: list[Any]) -> dict[str, Any]:
-        deadline = time.monotonic() + self.settings.request_timeout_s
-        backoff_s = FIRST_BACKOFF_S
-        overloaded_since = None
+        schedule = RetrySchedule(self.settings.request_timeout_s)
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = schedule.remaining_s()
             if remaining <= 0:
                 raise ServiceUnavailable("no model replica answered within the request deadline")
             response = self.model.predict.remote(samples)
@@ -157,15 +150,12 @@ class Ingress:
             except Exception as error:
                 if not is_replica_failure(error):
                     raise
-                if isinstance(error, BackPressureError):
-                    overloaded_since = overloaded_since or time.monotonic()
-                    if time.monotonic() - overloaded_since > BACKPRESSURE_PATIENCE_S:
-                        raise ServiceUnavailable(
-                            "every model replica's queue is full; retry after Retry-After"
-                        ) from error
+                if isinstance(error, BackPressureError) and schedule.overloaded_too_long():
+                    raise ServiceUnavailable(
+                        "every model replica's queue is full; retry after Retry-After"
+                    ) from error
                 self.metrics.retries += 1
-                await asyncio.sleep(min(backoff_s, max(0.0, deadline - time.monotonic())))
-                backoff_s = next_backoff_s(backoff_s)
+                await schedule.back_off()
 
     async def replica_counts(self) -> tuple[int, int]:
         """(healthy model replicas, target), from Serve's controller, cached briefly."""

@@ -6,6 +6,9 @@ replica died (or was unreachable or full) on another replica, within the request
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from ray.exceptions import RayActorError, RayError, RayTaskError
 from ray.serve.exceptions import (
     BackPressureError,
@@ -42,6 +45,31 @@ def is_replica_failure(error: BaseException) -> bool:
     return isinstance(error, RayError | RayServeException | ConnectionError)
 
 
-def next_backoff_s(backoff_s: float) -> float:
-    """The wait after `backoff_s`: doubled, capped at MAX_BACKOFF_S."""
-    return min(backoff_s * 2, MAX_BACKOFF_S)
+class RetrySchedule:
+    """One request's tries: its deadline, the growing back-off, how long it has been overloaded.
+
+    Example:
+        schedule = RetrySchedule(timeout_s=30.0)
+        while schedule.remaining_s() > 0:
+            ...  # call a replica; on a replica failure:
+            await schedule.back_off()
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.backoff_s = FIRST_BACKOFF_S
+        self.overloaded_since: float | None = None
+
+    def remaining_s(self) -> float:
+        """Seconds left before the deadline (≤ 0: give up)."""
+        return self.deadline - time.monotonic()
+
+    def overloaded_too_long(self) -> bool:
+        """Record that every replica tried was full; True once that lasted past the patience."""
+        self.overloaded_since = self.overloaded_since or time.monotonic()
+        return time.monotonic() - self.overloaded_since > BACKPRESSURE_PATIENCE_S
+
+    async def back_off(self) -> None:
+        """Sleep the current back-off (never past the deadline), then double it (capped)."""
+        await asyncio.sleep(min(self.backoff_s, max(0.0, self.remaining_s())))
+        self.backoff_s = min(self.backoff_s * 2, MAX_BACKOFF_S)
