@@ -140,7 +140,8 @@ def test_loadtest_generation_mode_has_no_failure_and_reports_percentiles(lm_serv
         in_process=True,
     )
     assert result["requests"] > 0 and result["failed"] == 0, result["errors_by_status"]
-    assert result["output_tokens"] >= result["requests"]  # every ok stream had a token
+    # The load test asks for stop_at_eos=false: every stream is as long as it asked (≥ 8).
+    assert result["output_tokens"] >= 8 * result["requests"] and not result["stop_at_eos"]
     for measure in ("ttft_ms", "tpot_ms"):
         p50, p95, p99 = (result[f"{measure}_p{q}"] for q in (50, 95, 99))
         assert math.isfinite(p99) and 0 < p50 <= p95 <= p99
@@ -165,6 +166,18 @@ def test_closing_a_replica_stream_cancels_its_request(tiny_lm):  # noqa: F811
     engine.step()
     assert stream.finished and stream.finish_reason == "cancelled"
     assert len(stream.tokens) < 200 and engine.idle and engine.reserved_bytes == 0
+
+
+def test_stop_at_eos_false_generates_past_the_end_of_text_token(tiny_lm):  # noqa: F811
+    probe = ContinuousBatcher(tiny_lm.module, 2)
+    first = probe.submit([5, 6, 7], max_new_tokens=1)
+    probe.run_until_idle()
+    engine = ContinuousBatcher(tiny_lm.module, 2, eos_token_id=first.tokens[0])
+    stops = engine.submit([5, 6, 7], max_new_tokens=6)
+    goes_on = engine.submit([5, 6, 7], max_new_tokens=6, stop_at_eos=False)
+    engine.run_until_idle()
+    assert stops.tokens == first.tokens and stops.finish_reason == "eos"
+    assert len(goes_on.tokens) == 6 and goes_on.finish_reason == "length"
 
 
 @pytest.mark.slow

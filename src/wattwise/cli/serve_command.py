@@ -131,6 +131,9 @@ def loadtest(
         "4,64", "--prompt-words-range", help="--generate: prompt words drawn from LOW,HIGH."
     ),
     seed: int = typer.Option(0, "--seed", help="--generate: seed of arrivals and lengths."),
+    stop_at_eos: bool = typer.Option(
+        False, "--stop-at-eos", help="--generate: let streams end early at end-of-text."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Load-test a `wattwise serve` server: throughput, p50/p95/p99 latency, errors by status;
@@ -146,6 +149,7 @@ def loadtest(
             prompt_words_range=prompt_words_range,
             seed=seed,
             api_key_env=api_key_env,
+            stop_at_eos=stop_at_eos,
         )
         print_json(generation.to_dict()) if as_json else _print_generation(generation)
         return

@@ -56,10 +56,12 @@ class GenerationService:
         """Whether the decode thread runs (False after `close()`)."""
         return self._thread.is_alive()
 
-    def submit(self, prompt: str, max_new_tokens: int) -> GenerationStream:
+    def submit(
+        self, prompt: str, max_new_tokens: int, stop_at_eos: bool = True
+    ) -> GenerationStream:
         """Tokenize and queue; raises KVCacheFullError (→ 503) when it does not fit."""
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        stream = self.engine.submit(ids, max_new_tokens)
+        stream = self.engine.submit(ids, max_new_tokens, stop_at_eos)
         self._wake.set()
         return stream
 
@@ -133,10 +135,12 @@ def add_generation_routes(app: Any, service: GenerationService) -> None:
 
     @app.post("/v1/generate")
     async def generate(
-        prompt: str = Body(..., embed=True), max_new_tokens: int = Body(64, embed=True)
+        prompt: str = Body(..., embed=True),
+        max_new_tokens: int = Body(64, embed=True),
+        stop_at_eos: bool = Body(True, embed=True),
     ):
         try:
-            stream = service.submit(prompt, max_new_tokens)
+            stream = service.submit(prompt, max_new_tokens, stop_at_eos)
         except KVCacheFullError as error:
             return JSONResponse({"detail": str(error)}, 503, headers={"Retry-After": "1"})
         except WattwiseError as error:  # a bad request: empty prompt, too long

@@ -44,12 +44,11 @@ class OpenedStream:
 
 async def open_stream(
     streaming_handle: Any,
-    prompt: str,
-    max_new_tokens: int,
+    request: dict[str, Any],
     timeout_s: float,
     metrics: ServeMetrics,
 ) -> OpenedStream:
-    """Call `generate` on a model replica until one streams a first token.
+    """Call `generate(**request)` on a model replica until one streams a first token.
 
     Retried on replica failure, and for up to BACKPRESSURE_PATIENCE_S while every KV cache
     tried is full; ServiceUnavailable (503) after that or past `timeout_s`, HTTPException 422
@@ -60,7 +59,7 @@ async def open_stream(
         remaining = schedule.remaining_s()
         if remaining <= 0:
             raise ServiceUnavailable("no model replica started this generation within the deadline")
-        upstream = streaming_handle.generate.remote(prompt, max_new_tokens)
+        upstream = streaming_handle.generate.remote(**request)
         try:
             first = await asyncio.wait_for(upstream.__anext__(), remaining)
         except TimeoutError as error:

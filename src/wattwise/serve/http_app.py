@@ -107,7 +107,7 @@ def add_generate_route(app: Any, ingress: Any, protected: list, auth_errors: dic
         summary="Continue a prompt greedily, token by token (server-sent events)",
     )
     async def generate(body: request_type) -> StreamingResponse:  # type: ignore[valid-type]
-        return await ingress.generate(body.prompt, body.max_new_tokens)
+        return await ingress.generate(body.model_dump())
 
 
 def build_app(ingress: Any) -> Any:

@@ -60,15 +60,14 @@ class Ingress:
     def __serve_build_asgi_app__(self):
         return build_app(self)
 
-    async def generate(self, prompt: str, max_new_tokens: int) -> Any:
-        """A `/v1/generate` response: SSE relayed from the replica that streamed the first
-        token (retried until then; see `generation_relay`)."""
+    async def generate(self, request: dict[str, Any]) -> Any:
+        """A `/v1/generate` response (`request`: the validated body) as SSE relayed from the
+        replica that streamed the first token (retried until then; see `generation_relay`)."""
         from fastapi.responses import StreamingResponse
 
         opened = await open_stream(
             self.streaming_model,
-            prompt,
-            max_new_tokens,
+            request,
             self.settings.request_timeout_s,
             self.metrics,
         )

@@ -6,7 +6,9 @@ seeded) whether or not earlier ones finished, so an overloaded server shows as a
 rather than as a slower client. Each request's prompt is a run of words from held-out stdlib
 docstrings (`tasks.language`, the text tiny-lm never trained on) and its `max_new_tokens` is drawn
 uniformly from a range, both seeded. A stream counts as ok only if it ends with `done`; an
-`error` event counts as "cut", a stream that just stops as "truncated".
+`error` event counts as "cut", a stream that just stops as "truncated". Requests ask for
+`stop_at_eos: false` unless told otherwise, so the output lengths are the ones drawn (a small
+model ends most texts early at its end-of-text token; vLLM's benchmark ignores EOS likewise).
 
 Definitions (those of vLLM's serving benchmark): TTFT is from sending the request to its first
 token event; time per output token (TPOT) is a request's (last token − first token) / (tokens −
@@ -47,6 +49,7 @@ class GenerationLoadtestResult:
         duration_s: measured wall-clock seconds, first arrival to the last stream's end.
         max_new_tokens_range, prompt_words_range: inclusive ranges the requests drew from.
         seed: of the arrival times, prompts and lengths.
+        stop_at_eos: whether streams could end early at the end-of-text token.
         requests: requests sent.
         succeeded: streams that ended with `done`.
         errors_by_status: count per HTTP status ("503"), "cut" (an `error` event), "truncated"
@@ -67,6 +70,7 @@ class GenerationLoadtestResult:
     max_new_tokens_range: tuple[int, int]
     prompt_words_range: tuple[int, int]
     seed: int
+    stop_at_eos: bool
     requests: int
     succeeded: int
     errors_by_status: dict[str, int]
@@ -126,6 +130,7 @@ def plan_requests(
     max_new_tokens_range: tuple[int, int],
     prompt_words_range: tuple[int, int],
     seed: int,
+    stop_at_eos: bool = False,
 ) -> list[tuple[float, dict[str, Any]]]:
     """(arrival second, request body) for every request: Poisson arrivals, seeded lengths."""
     rng, words, plan, at_s = random.Random(seed), prompt_words(), [], 0.0
@@ -138,6 +143,7 @@ def plan_requests(
         body = {
             "prompt": " ".join(words[start : start + count]),
             "max_new_tokens": rng.randint(*max_new_tokens_range),
+            "stop_at_eos": stop_at_eos,
         }
         plan.append((at_s, body))
 
@@ -191,6 +197,7 @@ def run_generation_loadtest(
     seed: int = 0,
     api_key_env: str | None = None,
     timeout_s: float = 120.0,
+    stop_at_eos: bool = False,
 ) -> GenerationLoadtestResult:
     """Send `/v1/generate` requests to `url` at `rate_per_s` (Poisson) for `duration`, wait
     for every stream to end, and summarize; see `GenerationLoadtestResult`.
@@ -217,7 +224,7 @@ def run_generation_loadtest(
             f"--max-new-tokens-range {new_tokens[0]},{new_tokens[1]}: the model's context is "
             f"{context} tokens (prompt included); ask for fewer"
         )
-    plan = plan_requests(rate_per_s, arrivals_s, new_tokens, words, seed)
+    plan = plan_requests(rate_per_s, arrivals_s, new_tokens, words, seed, stop_at_eos)
     cpu_before = cpu_seconds()
     records, elapsed = asyncio.run(_run(f"{url}/v1/generate", plan, headers, timeout_s))
     client_cpu_s = cpu_seconds() - cpu_before
@@ -242,6 +249,7 @@ def run_generation_loadtest(
         max_new_tokens_range=new_tokens,
         prompt_words_range=words,
         seed=seed,
+        stop_at_eos=stop_at_eos,
         requests=len(records),
         succeeded=len(records) - sum(errors.values()),
         errors_by_status=dict(sorted(errors.items())),

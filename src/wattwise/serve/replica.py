@@ -141,7 +141,9 @@ class ModelReplica:
             start += count
         return results
 
-    async def generate(self, prompt: str, max_new_tokens: int) -> AsyncIterator[list[Event]]:
+    async def generate(
+        self, prompt: str, max_new_tokens: int, stop_at_eos: bool = True
+    ) -> AsyncIterator[list[Event]]:
         """One `/v1/generate` request, streamed (`handle.options(stream=True)`): lists of
         (event, data), the first either tokens or one ("rejected", {"status", "detail"}) when
         the request cannot start here (503: the KV cache is full; 422: a bad request). Closing
@@ -151,7 +153,7 @@ class ModelReplica:
             yield [("rejected", {"status": 422, "detail": detail})]
             return
         try:
-            stream = self.generation.submit(prompt, max_new_tokens)
+            stream = self.generation.submit(prompt, max_new_tokens, stop_at_eos)
         except KVCacheFullError as error:
             yield [("rejected", {"status": 503, "detail": str(error)})]
             return

@@ -155,6 +155,10 @@ def generate_request_model(signature: ModelSignature, max_text_chars: int) -> ty
             Annotated[int, Field(ge=1, le=max(1, context - 1))],
             Field(64, description="tokens to generate at most (prompt + these ≤ the context)"),
         ),
+        stop_at_eos=(
+            bool,
+            Field(True, description="end at the end-of-text token; false: exactly max_new_tokens"),
+        ),
     )
 
 
