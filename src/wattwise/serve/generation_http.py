@@ -89,7 +89,7 @@ async def event_batches(
             ready: list[Event] = []
             while sent < len(stream.tokens):
                 token = stream.tokens[sent]
-                text = service.tokenizer.decode([token])
+                text = service.tokenizer.decode([token], skip_special_tokens=True)
                 ready.append(("token", {"token_id": token, "text": text, "index": sent}))
                 sent += 1
             if stream.finished:

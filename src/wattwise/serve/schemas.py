@@ -114,7 +114,7 @@ class TokenEvent(BaseModel):
     """`event: token` of `/v1/generate`: one generated token."""
 
     token_id: int = Field(description="the token's id in the model's vocabulary")
-    text: str = Field(description="the token decoded on its own")
+    text: str = Field(description="the token decoded on its own (special tokens: empty)")
     index: int = Field(description="0 for the first generated token, then 1, 2, ...")
 
 
