@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException
+from fastapi.responses import StreamingResponse
 
 from wattwise.serve.generation_http import Event, sse
 from wattwise.serve.http_app import ServiceUnavailable
@@ -36,10 +37,39 @@ class OpenedStream:
     Attributes:
         first: the first message's events (tokens, perhaps already the final event).
         upstream: the rest (Ray Serve's `DeploymentResponseGenerator`, lists of events).
+        ended: the final event (`done` or `error`) was relayed.
     """
 
     first: list[Event]
     upstream: Any
+    ended: bool = False
+    closed: bool = False
+
+    def close(self) -> None:
+        """Cancel the replica's stream unless it ended (once): the client went away."""
+        if not self.ended and not self.closed:
+            self.closed = True
+            self.upstream.cancel()
+
+
+class RelayResponse(StreamingResponse):
+    """The relayed SSE response; however it ends (the client gone included) the replica's
+    stream is cancelled. The relay generator alone would not always see the cancellation: one
+    suspended at a `yield` (its chunk being sent) is closed only when it is collected."""
+
+    def __init__(self, opened: OpenedStream, metrics: ServeMetrics) -> None:
+        super().__init__(
+            relay_stream(opened, metrics),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+        self.opened = opened
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.opened.close()
 
 
 async def open_stream(
@@ -62,6 +92,9 @@ async def open_stream(
         upstream = streaming_handle.generate.remote(**request)
         try:
             first = await asyncio.wait_for(upstream.__anext__(), remaining)
+        except asyncio.CancelledError:  # the client went away before its first token
+            upstream.cancel()
+            raise
         except TimeoutError as error:
             upstream.cancel()
             raise ServiceUnavailable(
@@ -90,32 +123,32 @@ async def relay_stream(opened: OpenedStream, metrics: ServeMetrics) -> AsyncIter
 
     Closing this generator (the client disconnected) cancels the replica's stream.
     """
-    ended, tokens = False, 0
+    tokens = 0
 
     def events(batch: list[Event]) -> str:
-        nonlocal ended, tokens
-        ended = ended or any(event in FINAL_EVENTS for event, _ in batch)
+        nonlocal tokens
+        opened.ended = opened.ended or any(event in FINAL_EVENTS for event, _ in batch)
         tokens += sum(event == "token" for event, _ in batch)
         return "".join(sse(event, data) for event, data in batch)
 
     try:
         yield events(opened.first)
-        if not ended:
+        if not opened.ended:
             async for batch in opened.upstream:
                 yield events(batch)
-                if ended:
+                if opened.ended:
                     break
     except Exception as error:  # noqa: BLE001 - the replica died mid-stream: say so in-band
-        if not ended:
-            ended = True
+        if not opened.ended:
+            opened.ended = True
             metrics.streams_cut += 1
             reason = (str(error).splitlines() or [""])[0][:200]
             detail = f"stream cut: {type(error).__name__}: {reason}"
             yield sse("error", {"detail": detail, "tokens": tokens})
     finally:
         metrics.generated_tokens += tokens
-        if not ended:
-            opened.upstream.cancel()  # the client went away: free the replica's batch slot
-    if not ended:
+        opened.close()  # unless it ended: the client went away, free the replica's batch slot
+    if not opened.ended:
+        opened.ended = True
         metrics.streams_cut += 1
         yield sse("error", {"detail": "stream cut: the replica closed it early", "tokens": tokens})

@@ -16,7 +16,7 @@ from ray import serve
 from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError, RayServeException
 
-from wattwise.serve.generation_relay import open_stream, relay_stream
+from wattwise.serve.generation_relay import RelayResponse, open_stream
 from wattwise.serve.http_app import ServiceUnavailable, build_app
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
 from wattwise.serve.metrics import ServeMetrics
@@ -63,19 +63,10 @@ class Ingress:
     async def generate(self, request: dict[str, Any]) -> Any:
         """A `/v1/generate` response (`request`: the validated body) as SSE relayed from the
         replica that streamed the first token (retried until then; see `generation_relay`)."""
-        from fastapi.responses import StreamingResponse
-
         opened = await open_stream(
-            self.streaming_model,
-            request,
-            self.settings.request_timeout_s,
-            self.metrics,
+            self.streaming_model, request, self.settings.request_timeout_s, self.metrics
         )
-        return StreamingResponse(
-            relay_stream(opened, self.metrics),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
-        )
+        return RelayResponse(opened, self.metrics)
 
     async def predict(self, inputs: Any) -> dict[str, Any]:
         """One input or a list → `{"model", "predictions"}`; retried on replica failure."""
