@@ -34,6 +34,7 @@ _API = {
     "load_variant": "wattwise.compress.variant",
     "optimize": "wattwise.api",
     "loadtest": "wattwise.api",
+    "loadtest_generation": "wattwise.api",
     "WattwiseError": "wattwise.errors",
 }
 

@@ -133,6 +133,21 @@ def loadtest(
     return run_loadtest(url, clients, duration, inputs_per_request, api_key_env)
 
 
+def loadtest_generation(url: str, **options):
+    """Load-test `/v1/generate` with Poisson arrivals and mixed prompt/output lengths; returns
+    `wattwise.serve.loadtest_generation.GenerationLoadtestResult` (TTFT, TPOT, tokens/s).
+
+    `options`: those of `run_generation_loadtest` (rate_per_s, duration, max_new_tokens_range,
+    prompt_words_range, seed, api_key_env, timeout_s), the CLI's `--generate` options.
+    Example:
+        r = wattwise.api.loadtest_generation("http://127.0.0.1:8000", rate_per_s=4)
+        print(r.ttft_ms_p99, r.tpot_ms_p50, r.output_tokens_per_s, r.failed)
+    """
+    from wattwise.serve.loadtest_generation import run_generation_loadtest
+
+    return run_generation_loadtest(url, **options)
+
+
 def federate(settings=None, show_progress: bool = False, hooks=None, **options):
     """Federated training on Flower; returns `wattwise.federate.results.FederateResult`.
 

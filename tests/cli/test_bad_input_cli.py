@@ -318,6 +318,12 @@ SERVE_ROWS = [
         "WATTWISE_UNSET_KEY_VAR",
     ),
     ("serve-model-unknown", ["serve", "no-such-model", "--port", "1"], 2, "no-such-model"),
+    (
+        "serve-kv-budget-zero",
+        ["serve", "digits-cnn", "--kv-cache-budget-bytes", "0"],
+        2,
+        "--kv-cache-budget-bytes",
+    ),
     ("loadtest-clients-zero", ["loadtest", "http://127.0.0.1:9", "--clients", "0"], 2, "--clients"),
     (
         "loadtest-inputs-negative",
@@ -329,6 +335,30 @@ SERVE_ROWS = [
     (
         "loadtest-unreachable",
         ["loadtest", "http://127.0.0.1:9", "--duration", "1s"],
+        2,
+        "cannot reach",
+    ),
+    (
+        "loadtest-generate-range-text",
+        ["loadtest", "http://127.0.0.1:9", "--generate", "--max-new-tokens-range", "many"],
+        2,
+        "--max-new-tokens-range",
+    ),
+    (
+        "loadtest-generate-range-reversed",
+        ["loadtest", "http://127.0.0.1:9", "--generate", "--prompt-words-range", "64,4"],
+        2,
+        "--prompt-words-range",
+    ),
+    (
+        "loadtest-generate-rate-zero",
+        ["loadtest", "http://x:9", "--generate", "--rate", "0"],
+        2,
+        "--rate",
+    ),
+    (
+        "loadtest-generate-unreachable",
+        ["loadtest", "http://127.0.0.1:9", "--generate", "--duration", "1s"],
         2,
         "cannot reach",
     ),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -17,16 +16,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.models.lm_helpers import tiny_lm  # noqa: F401
+from tests.serve.sse import parse_sse
 from wattwise.serve.generation_engine import ContinuousBatcher
 from wattwise.serve.generation_http import GenerationService, add_generation_routes, relay_events
-
-
-def _events(text: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
 
 
 def _app(tiny_lm, budget_tokens: int):  # noqa: F811
@@ -47,7 +39,7 @@ def test_generate_streams_tokens_then_done_and_503_when_kv_full(tiny_lm):  # noq
                 "/v1/generate", json={"prompt": "Return the", "max_new_tokens": 6}
             )
             assert response.status_code == 200
-            events = _events(response.text)
+            events = parse_sse(response.text)
             assert [e for e, _ in events] == ["token"] * 6 + ["done"]
             assert events[-1][1] == {"finish_reason": "length", "tokens": 6}
             too_big = client.post("/v1/generate", json={"prompt": "Return", "max_new_tokens": 100})
@@ -93,7 +85,7 @@ def test_stream_cut_by_a_replica_kill_ends_with_an_error_event(tiny_lm):  # noqa
                             replica.send_signal(signal.SIGKILL)  # the replica dies mid-stream
             return "".join(received)
 
-        events = _events(asyncio.run(consume()))
+        events = parse_sse(asyncio.run(consume()))
         assert events[0][0] == "token"
         assert events[-1][0] == "error" and "stream cut" in events[-1][1]["detail"]
         assert not any(e == "done" for e, _ in events)

@@ -49,6 +49,7 @@ SERVE_FLAGS = OptionGroup(
             "target_ongoing_requests",
             "upscale_delay_s",
             "downscale_delay_s",
+            "kv_cache_budget_bytes",
         ),
     )
 )
@@ -91,6 +92,8 @@ def serve(
         "replicas": settings.replicas,
         "openapi": f"{server.url}/openapi.json",
     }
+    if server.signature.generates:
+        ready["generate"] = f"{server.url}/v1/generate"
     if as_json:
         print_json(ready)
     else:
@@ -117,9 +120,39 @@ def loadtest(
     api_key_env: str = typer.Option(
         None, "--api-key-env", help="Name of the environment variable holding the API key."
     ),
+    generate: bool = typer.Option(
+        False, "--generate", help="Causal LMs: Poisson /v1/generate requests (TTFT, TPOT)."
+    ),
+    rate: float = typer.Option(4.0, "--rate", help="--generate: mean requests per second."),
+    max_new_tokens_range: str = typer.Option(
+        "16,256", "--max-new-tokens-range", help="--generate: output lengths drawn from LOW,HIGH."
+    ),
+    prompt_words_range: str = typer.Option(
+        "4,64", "--prompt-words-range", help="--generate: prompt words drawn from LOW,HIGH."
+    ),
+    seed: int = typer.Option(0, "--seed", help="--generate: seed of arrivals and lengths."),
+    stop_at_eos: bool = typer.Option(
+        False, "--stop-at-eos", help="--generate: let streams end early at end-of-text."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Load-test a `wattwise serve` server: throughput, p50/p95/p99 latency, errors by status."""
+    """Load-test a `wattwise serve` server: throughput, p50/p95/p99 latency, errors by status;
+    with --generate, time to first token, time per output token and output tokens/s."""
+    if generate:
+        from wattwise.serve.loadtest_generation import run_generation_loadtest
+
+        generation = run_generation_loadtest(
+            url,
+            rate_per_s=rate,
+            duration=duration,
+            max_new_tokens_range=max_new_tokens_range,
+            prompt_words_range=prompt_words_range,
+            seed=seed,
+            api_key_env=api_key_env,
+            stop_at_eos=stop_at_eos,
+        )
+        print_json(generation.to_dict()) if as_json else _print_generation(generation)
+        return
     from wattwise.serve.loadtest import run_loadtest
 
     result = run_loadtest(url, clients, duration, inputs_per_request, api_key_env)
@@ -146,6 +179,33 @@ def loadtest(
     if changes:
         timeline = ", ".join(f"{count} at {at_s:.1f} s" for at_s, count in changes)
         table.add_row("healthy replicas over time", timeline)
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}")
+
+
+def _print_generation(result) -> None:
+    """The generation load test as a table (units in the rows)."""
+    table = Table(
+        title=f"{result.url}: {result.rate_per_s:g} req/s Poisson, {result.duration_s:.1f} s"
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row(
+        "requests", f"{result.requests:,} ({result.succeeded:,} ok, {result.failed} failed)"
+    )
+    table.add_row("output tokens / s", f"{result.output_tokens_per_s:,.1f}")
+    table.add_row(
+        "time to first token p50 / p95 / p99",
+        f"{result.ttft_ms_p50:.1f} / {result.ttft_ms_p95:.1f} / {result.ttft_ms_p99:.1f} ms",
+    )
+    table.add_row(
+        "time per output token p50 / p95 / p99",
+        f"{result.tpot_ms_p50:.2f} / {result.tpot_ms_p95:.2f} / {result.tpot_ms_p99:.2f} ms",
+    )
+    errors = ", ".join(f"{k}: {v}" for k, v in result.errors_by_status.items()) or "none"
+    table.add_row("errors", errors)
+    table.add_row("load generator CPU", f"{result.client_cpu_s:.1f} s")
     console.print(table)
     for note in result.notes:
         console.print(f"note: {note}")

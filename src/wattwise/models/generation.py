@@ -152,10 +152,15 @@ def greedy_generate(
     return output[:, input_ids.shape[1] :], stats
 
 
+def is_causal_lm(loaded) -> bool:
+    """Whether a loaded model generates: a `CausalLM` wrapper whose `.lm` has `generate`."""
+    return hasattr(loaded.module, "lm") and hasattr(loaded.module.lm, "generate")
+
+
 def require_causal_lm(loaded, role: str = "model") -> nn.Module:
     """The `CausalLM` of a loaded model, or a ConfigError naming what to pass instead."""
     module = loaded.module
-    if not hasattr(module, "lm") or not hasattr(module.lm, "generate"):
+    if not is_causal_lm(loaded):
         raise ConfigError(
             f"{role} {loaded.name!r} is not a causal language model; generate needs tiny-lm, "
             "a Hugging Face causal-LM directory or a variant of one"

@@ -41,12 +41,15 @@ class GenerationStream:
         token_times_s: `time.perf_counter()` at each token.
         finished / cancelled: whether it ended, and whether by cancellation.
         finish_reason: "length", "eos", "cancelled" or an error message.
+        stop_at_eos: False generates past the end-of-text token, to exactly max_new_tokens
+            (load tests that need the output lengths they asked for).
     """
 
     request_id: int
     prompt: list[int]
     max_new_tokens: int
     reserved_bytes: int
+    stop_at_eos: bool = True
     submitted_s: float = field(default_factory=time.perf_counter)
     tokens: list[int] = field(default_factory=list)
     token_times_s: list[float] = field(default_factory=list)
@@ -102,7 +105,9 @@ class ContinuousBatcher:
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
-    def submit(self, prompt: list[int], max_new_tokens: int) -> GenerationStream:
+    def submit(
+        self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool = True
+    ) -> GenerationStream:
         """Queue a request; KVCacheFullError when its KV reservation does not fit now."""
         if not prompt or max_new_tokens < 1:
             raise ConfigError(
@@ -121,7 +126,9 @@ class ContinuousBatcher:
                     f"{self.kv_cache_budget_bytes:,}; retry later or ask for fewer tokens"
                 )
             self.reserved_bytes += need
-            stream = GenerationStream(next(self._ids), list(prompt), max_new_tokens, need)
+            stream = GenerationStream(
+                next(self._ids), list(prompt), max_new_tokens, need, stop_at_eos
+            )
             self.waiting.append(stream)
         return stream
 
@@ -134,7 +141,7 @@ class ContinuousBatcher:
         with stream.changed:
             stream.tokens.append(token)
             stream.token_times_s.append(time.perf_counter())
-            if token == self.eos_token_id:
+            if token == self.eos_token_id and stream.stop_at_eos:
                 stream.finish_reason = "eos"
             elif len(stream.tokens) >= stream.max_new_tokens:
                 stream.finish_reason = "length"

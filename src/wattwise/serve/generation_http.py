@@ -51,10 +51,17 @@ class GenerationService:
             except Exception as error:  # noqa: BLE001 - every stream must hear of it
                 self.engine.fail_all(f"decode loop failed: {type(error).__name__}: {error}")
 
-    def submit(self, prompt: str, max_new_tokens: int) -> GenerationStream:
+    @property
+    def alive(self) -> bool:
+        """Whether the decode thread runs (False after `close()`)."""
+        return self._thread.is_alive()
+
+    def submit(
+        self, prompt: str, max_new_tokens: int, stop_at_eos: bool = True
+    ) -> GenerationStream:
         """Tokenize and queue; raises KVCacheFullError (→ 503) when it does not fit."""
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        stream = self.engine.submit(ids, max_new_tokens)
+        stream = self.engine.submit(ids, max_new_tokens, stop_at_eos)
         self._wake.set()
         return stream
 
@@ -66,26 +73,43 @@ class GenerationService:
         self.engine.fail_all("server shutting down")
 
 
-async def stream_events(service: GenerationService, stream: GenerationStream) -> AsyncIterator[str]:
-    """The SSE events of one request; cancels it if the consumer goes away."""
+Event = tuple[str, dict[str, Any]]
+
+
+async def event_batches(
+    service: GenerationService, stream: GenerationStream
+) -> AsyncIterator[list[Event]]:
+    """The events of one request, as (event, data), in lists of what is ready at once (one
+    list per wake-up: a replica sends one message per list, not per token). Cancels the
+    request if the consumer goes away."""
     sent = 0
     try:
         while True:
             await asyncio.to_thread(stream.wait_for, sent, 0.5)
+            ready: list[Event] = []
             while sent < len(stream.tokens):
                 token = stream.tokens[sent]
-                text = service.tokenizer.decode([token])
-                yield sse("token", {"token_id": token, "text": text, "index": sent})
+                text = service.tokenizer.decode([token], skip_special_tokens=True)
+                ready.append(("token", {"token_id": token, "text": text, "index": sent}))
                 sent += 1
             if stream.finished:
-                break
-        if stream.finish_reason in FINISHED_NORMALLY:
-            yield sse("done", {"finish_reason": stream.finish_reason, "tokens": sent})
-        else:
-            yield sse("error", {"detail": stream.finish_reason, "tokens": sent})
+                kind = "done" if stream.finish_reason in FINISHED_NORMALLY else "error"
+                key = "finish_reason" if kind == "done" else "detail"
+                ready.append((kind, {key: stream.finish_reason, "tokens": sent}))
+            if ready:
+                yield ready
+            if stream.finished:
+                return
     finally:
         if not stream.finished:
             stream.cancel()  # client disconnected (the generator was closed)
+
+
+async def stream_events(service: GenerationService, stream: GenerationStream) -> AsyncIterator[str]:
+    """The SSE events of one request; cancels it if the consumer goes away."""
+    async for batch in event_batches(service, stream):
+        for event, data in batch:
+            yield sse(event, data)
 
 
 async def relay_events(upstream: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -111,15 +135,33 @@ def add_generation_routes(app: Any, service: GenerationService) -> None:
 
     @app.post("/v1/generate")
     async def generate(
-        prompt: str = Body(..., embed=True), max_new_tokens: int = Body(64, embed=True)
+        prompt: str = Body(..., embed=True),
+        max_new_tokens: int = Body(64, embed=True),
+        stop_at_eos: bool = Body(True, embed=True),
     ):
         try:
-            stream = service.submit(prompt, max_new_tokens)
+            stream = service.submit(prompt, max_new_tokens, stop_at_eos)
         except KVCacheFullError as error:
             return JSONResponse({"detail": str(error)}, 503, headers={"Retry-After": "1"})
         except WattwiseError as error:  # a bad request: empty prompt, too long
             return JSONResponse({"detail": str(error)}, 400)
         return StreamingResponse(stream_events(service, stream), media_type="text/event-stream")
+
+
+def generation_service(
+    loaded, max_batch_size: int = 8, kv_cache_budget_bytes: int = 64 * 2**20
+) -> GenerationService:
+    """A running continuous batcher for a loaded causal LM (ConfigError for any other model)."""
+    from wattwise.models.generation import require_causal_lm
+
+    tokenizer = loaded.extra["tokenizer"]
+    engine = ContinuousBatcher(
+        require_causal_lm(loaded),
+        max_batch_size,
+        kv_cache_budget_bytes,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return GenerationService(engine, tokenizer)
 
 
 def build_generation_app(
@@ -129,18 +171,10 @@ def build_generation_app(
     from fastapi import FastAPI
 
     from wattwise.compress.variant import open_model
-    from wattwise.models.generation import require_causal_lm
 
     loaded = open_model(model)
-    tokenizer = loaded.extra["tokenizer"]
-    engine = ContinuousBatcher(
-        require_causal_lm(loaded),
-        max_batch_size,
-        kv_cache_budget_bytes,
-        eos_token_id=tokenizer.eos_token_id,
-    )
     app = FastAPI(title=f"wattwise generation: {loaded.name}")
-    service = GenerationService(engine, tokenizer)
+    service = generation_service(loaded, max_batch_size, kv_cache_budget_bytes)
     add_generation_routes(app, service)
     app.state.generation = service
     return app

@@ -1,4 +1,5 @@
-"""The FastAPI app: `POST /v1/predict`, `GET /v1/model`, `/healthz`, `/readyz`, `/metrics`.
+"""The FastAPI app: `POST /v1/predict`, `GET /v1/model`, `/healthz`, `/readyz`, `/metrics`, and
+`POST /v1/generate` when the model is a causal LM.
 
 No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime,
 and the request/response models are built per served model (see `schemas.py`).
@@ -11,11 +12,19 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from wattwise.serve.guard import GuardMiddleware
-from wattwise.serve.schemas import ErrorBody, Health, Readiness, request_model, response_model
+from wattwise.serve.schemas import (
+    ErrorBody,
+    Health,
+    Readiness,
+    generate_request_model,
+    generate_responses,
+    request_model,
+    response_model,
+)
 from wattwise.serve.settings import is_loopback
 
 RETRY_AFTER_S = 1
@@ -85,6 +94,22 @@ def add_protected_docs(app: Any, protected: list) -> None:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="wattwise serve")
 
 
+def add_generate_route(app: Any, ingress: Any, protected: list, auth_errors: dict) -> None:
+    """`POST /v1/generate` (causal LMs): greedy tokens streamed as server-sent events."""
+    settings, signature = ingress.settings, ingress.signature
+    request_type = generate_request_model(signature, settings.max_text_chars)
+
+    @app.post(
+        "/v1/generate",
+        response_class=StreamingResponse,
+        responses={**generate_responses(), **auth_errors},
+        dependencies=protected,
+        summary="Continue a prompt greedily, token by token (server-sent events)",
+    )
+    async def generate(body: request_type) -> StreamingResponse:  # type: ignore[valid-type]
+        return await ingress.generate(body.model_dump())
+
+
 def build_app(ingress: Any) -> Any:
     """The ASGI app for one Ingress replica (`ingress` holds settings, signature, metrics)."""
     settings, signature = ingress.settings, ingress.signature
@@ -132,6 +157,8 @@ def build_app(ingress: Any) -> Any:
         return Response(json.dumps(result).encode(), media_type="application/json")
 
     auth_errors = {401: errors[401]} if 401 in errors else {}
+    if signature.generates:
+        add_generate_route(app, ingress, protected, auth_errors)
 
     @app.get("/v1/model", dependencies=protected, responses=auth_errors)
     async def model_info() -> dict:

@@ -13,34 +13,19 @@ import time
 from typing import Any
 
 from ray import serve
-from ray.exceptions import RayActorError, RayError, RayTaskError
-from ray.serve.exceptions import (
-    BackPressureError,
-    DeploymentUnavailableError,
-    RayServeException,
-    ReplicaUnavailableError,
-)
+from ray.exceptions import RayError
+from ray.serve.exceptions import BackPressureError, RayServeException
 
+from wattwise.serve.generation_relay import RelayResponse, open_stream
 from wattwise.serve.http_app import ServiceUnavailable, build_app
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
 from wattwise.serve.metrics import ServeMetrics
 from wattwise.serve.replica import count_inputs
+from wattwise.serve.retries import RetrySchedule, is_replica_failure
 from wattwise.serve.settings import APP_NAME, MODEL_DEPLOYMENT, ServeSettings
 from wattwise.serve.signature import ModelSignature
 
-# Failures that mean "this replica could not answer", never "this input is wrong".
-REPLICA_FAILURES = (
-    RayActorError,
-    ReplicaUnavailableError,
-    DeploymentUnavailableError,
-    BackPressureError,
-)
-FIRST_BACKOFF_S = 0.02
-MAX_BACKOFF_S = 0.5
 STATUS_CACHE_S = 0.5
-# Full model queues are overload, not failure: retry briefly, then answer 503 + Retry-After
-# rather than hold the client until its deadline.
-BACKPRESSURE_PATIENCE_S = 1.0
 # The ingress waits this long for concurrent requests to join one model call; the replica
 # still forms its own batches from the joined calls (`--batch-wait-ms`).
 JOIN_WAIT_S = 0.002
@@ -64,6 +49,7 @@ class Ingress:
         api_key_digest: str | None,
     ) -> None:
         self.model = model
+        self.streaming_model = model.options(stream=True)
         self.settings = ServeSettings(**settings)
         self.signature = ModelSignature.from_dict(signature)
         self.api_key_digest = api_key_digest
@@ -73,6 +59,14 @@ class Ingress:
 
     def __serve_build_asgi_app__(self):
         return build_app(self)
+
+    async def generate(self, request: dict[str, Any]) -> Any:
+        """A `/v1/generate` response (`request`: the validated body) as SSE relayed from the
+        replica that streamed the first token (retried until then; see `generation_relay`)."""
+        opened = await open_stream(
+            self.streaming_model, request, self.settings.request_timeout_s, self.metrics
+        )
+        return RelayResponse(opened, self.metrics)
 
     async def predict(self, inputs: Any) -> dict[str, Any]:
         """One input or a list → `{"model", "predictions"}`; retried on replica failure."""
@@ -129,11 +123,9 @@ class Ingress:
         return depth == len(self.signature.request_shape)
 
     async def _call_with_retries(self, samples: list[Any]) -> dict[str, Any]:
-        deadline = time.monotonic() + self.settings.request_timeout_s
-        backoff_s = FIRST_BACKOFF_S
-        overloaded_since = None
+        schedule = RetrySchedule(self.settings.request_timeout_s)
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = schedule.remaining_s()
             if remaining <= 0:
                 raise ServiceUnavailable("no model replica answered within the request deadline")
             response = self.model.predict.remote(samples)
@@ -148,15 +140,12 @@ class Ingress:
             except Exception as error:
                 if not is_replica_failure(error):
                     raise
-                if isinstance(error, BackPressureError):
-                    overloaded_since = overloaded_since or time.monotonic()
-                    if time.monotonic() - overloaded_since > BACKPRESSURE_PATIENCE_S:
-                        raise ServiceUnavailable(
-                            "every model replica's queue is full; retry after Retry-After"
-                        ) from error
+                if isinstance(error, BackPressureError) and schedule.overloaded_too_long():
+                    raise ServiceUnavailable(
+                        "every model replica's queue is full; retry after Retry-After"
+                    ) from error
                 self.metrics.retries += 1
-                await asyncio.sleep(min(backoff_s, max(0.0, deadline - time.monotonic())))
-                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+                await schedule.back_off()
 
     async def replica_counts(self) -> tuple[int, int]:
         """(healthy model replicas, target), from Serve's controller, cached briefly."""
@@ -165,20 +154,6 @@ class Ingress:
             healthy = await asyncio.to_thread(_running_replicas)
             self._status = (time.monotonic(), healthy)
         return healthy, self.settings.ready_replicas()
-
-
-def is_replica_failure(error: BaseException) -> bool:
-    """True when retrying elsewhere can help: the replica died or was unreachable or full.
-
-    An exception raised by the model code itself (RayTaskError) would recur on any replica, so
-    it is not retried, unless what it wraps is a replica failure. Other errors from Ray's own
-    transport (not from user code) are treated as replica failures: inference is idempotent.
-    """
-    if isinstance(error, REPLICA_FAILURES):
-        return True
-    if isinstance(error, RayTaskError):
-        return isinstance(getattr(error, "cause", None), REPLICA_FAILURES)
-    return isinstance(error, RayError | RayServeException | ConnectionError)
 
 
 async def _resolve(response: Any) -> Any:

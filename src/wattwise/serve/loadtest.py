@@ -104,16 +104,31 @@ def auth_headers(api_key_env: str | None) -> dict[str, str]:
     return {"X-API-Key": key}
 
 
-def example_body(url: str, inputs_per_request: int, headers: dict[str, str]) -> bytes:
-    """The server's example input, repeated: `{"inputs": [example] * n}` as JSON bytes."""
+def model_info(url: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The server's `GET /v1/model` (its signature); ConfigError when it cannot be read."""
     try:
         response = httpx.get(f"{url}/v1/model", headers=headers, timeout=10.0)
     except httpx.HTTPError as error:
         raise ConfigError(f"cannot reach {url}: {error}; is `wattwise serve` running?") from error
     if response.status_code != 200:
         raise ConfigError(f"{url}/v1/model answered {response.status_code}; check URL and key")
-    example = response.json()["example"]
+    return response.json()
+
+
+def example_body(url: str, inputs_per_request: int, headers: dict[str, str]) -> bytes:
+    """The server's example input, repeated: `{"inputs": [example] * n}` as JSON bytes."""
+    example = model_info(url, headers)["example"]
     return json.dumps({"inputs": [example] * inputs_per_request}).encode()
+
+
+def client_bound_notes(client_cpu_s: float, elapsed_s: float) -> list[str]:
+    """A caveat when the load generator itself used most of a core (it shares the machine)."""
+    if elapsed_s <= 0 or client_cpu_s / elapsed_s <= CLIENT_BOUND_CORE_FRACTION:
+        return []
+    return [
+        f"the load generator used {client_cpu_s / elapsed_s:.0%} of a core: on a small "
+        "machine the client, not the server, may limit throughput"
+    ]
 
 
 async def _client_loop(
@@ -201,19 +216,14 @@ def run_loadtest(
     url = url.rstrip("/")
     headers = auth_headers(api_key_env)
     payload = body if body is not None else example_body(url, inputs_per_request, headers)
-    cpu_before = _cpu_seconds()
+    cpu_before = cpu_seconds()
     latencies_ms, errors, examples, elapsed, replicas = asyncio.run(
         _run(url, clients, duration_s, payload, headers, timeout_s)
     )
     latencies_ms.sort()
     succeeded = len(latencies_ms)
-    client_cpu_s = _cpu_seconds() - cpu_before
-    notes = []
-    if elapsed > 0 and client_cpu_s / elapsed > CLIENT_BOUND_CORE_FRACTION:
-        notes.append(
-            f"the load generator used {client_cpu_s / elapsed:.0%} of a core: on a small "
-            "machine the client, not the server, may limit throughput"
-        )
+    client_cpu_s = cpu_seconds() - cpu_before
+    notes = client_bound_notes(client_cpu_s, elapsed)
     throughput = succeeded / elapsed if elapsed > 0 else 0.0
     return LoadtestResult(
         url=url,
@@ -236,6 +246,7 @@ def run_loadtest(
     )
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) this process has used."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime

@@ -19,7 +19,15 @@ FILL_RATIO_BUCKETS = (0.125, 0.25, 0.5, 0.75, 1.0)
 # URLs cannot grow the label set without bound.
 # A replica that sent no batch for this long is dropped from the per-replica gauges.
 REPLICA_STALE_S = 30.0
-KNOWN_PATHS = ("/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json")
+KNOWN_PATHS = (
+    "/v1/predict",
+    "/v1/generate",
+    "/v1/model",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+)
 
 
 @dataclass
@@ -62,6 +70,8 @@ class ServeMetrics:
     batch_fill: Histogram = field(default_factory=lambda: Histogram(FILL_RATIO_BUCKETS))
     retries: int = 0
     in_flight: int = 0
+    generated_tokens: int = 0  # tokens streamed to /v1/generate clients
+    streams_cut: int = 0  # /v1/generate streams ended by an error event after their first token
     # (source, uncertainty %) → [joules, requests]: replicas on other nodes may measure
     # differently, and an estimate must never be summed into a measurement.
     energy_by_source: dict[tuple[str, float], list[float]] = field(default_factory=dict)
@@ -118,6 +128,13 @@ class ServeMetrics:
             "# HELP wattwise_retries_total Model calls retried on another replica.",
             "# TYPE wattwise_retries_total counter",
             f"wattwise_retries_total {self.retries}",
+            "# HELP wattwise_generated_tokens_total Tokens streamed to /v1/generate clients.",
+            "# TYPE wattwise_generated_tokens_total counter",
+            f"wattwise_generated_tokens_total {self.generated_tokens}",
+            "# HELP wattwise_streams_cut_total Generation streams cut after their first token "
+            "(replica died): each ended with an error event.",
+            "# TYPE wattwise_streams_cut_total counter",
+            f"wattwise_streams_cut_total {self.streams_cut}",
         ]
         lines += self._replica_lines()
         lines += [

@@ -4,17 +4,25 @@ One request carries one or more inputs; `batch_size_fn` makes Ray Serve count in
 requests, so `max_batch_size` bounds what the model sees in one forward pass. The forward pass
 runs in a worker thread so the replica's event loop keeps accepting requests (they form the
 next batch) while the model computes.
+
+A causal LM's replica also runs a `GenerationService` (continuous batching in its own decode
+thread) and streams `/v1/generate` requests from `generate`, one message per ready batch of
+events.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psutil
 from ray import serve
 
+from wattwise.errors import WattwiseError
 from wattwise.serve.energy_windows import SerialEnergyWindows
+from wattwise.serve.generation_engine import KVCacheFullError
+from wattwise.serve.generation_http import Event, event_batches, generation_service
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
 from wattwise.serve.signature import ModelSignature, array_inputs, encode_outputs
 
@@ -66,6 +74,11 @@ class ModelReplica:
         self.batched_predict.set_max_batch_size(config.max_batch_size)
         self.batched_predict.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
         self.health_period_s = config.health_check_period_s
+        self.generation = None
+        if self.signature.generates:  # a causal LM: /v1/generate by continuous batching
+            self.generation = generation_service(
+                loaded, config.max_batch_size, config.kv_cache_budget_bytes
+            )
         # Warm up (first calls allocate) so the first user request does not pay for it.
         self._run([self.signature.example])
 
@@ -128,12 +141,36 @@ class ModelReplica:
             start += count
         return results
 
+    async def generate(
+        self, prompt: str, max_new_tokens: int, stop_at_eos: bool = True
+    ) -> AsyncIterator[list[Event]]:
+        """One `/v1/generate` request, streamed (`handle.options(stream=True)`): lists of
+        (event, data), the first either tokens or one ("rejected", {"status", "detail"}) when
+        the request cannot start here (503: the KV cache is full; 422: a bad request). Closing
+        the stream (the client went away) cancels the request at the next decode step."""
+        if self.generation is None:
+            detail = f"{self.signature.model} is not a causal LM; use /v1/predict"
+            yield [("rejected", {"status": 422, "detail": detail})]
+            return
+        try:
+            stream = self.generation.submit(prompt, max_new_tokens, stop_at_eos)
+        except KVCacheFullError as error:
+            yield [("rejected", {"status": 503, "detail": str(error)})]
+            return
+        except WattwiseError as error:  # empty after tokenization, or past the context
+            yield [("rejected", {"status": 422, "detail": str(error)})]
+            return
+        async for batch in event_batches(self.generation, stream):
+            yield batch
+
     async def check_health(self) -> None:
         """A real tiny inference: a replica that cannot predict is unhealthy, not just alive.
 
         A batch that succeeded within the last period already proves that; the check then adds
         no inference (which would wait for, and lengthen, the batches under load).
         """
+        if self.generation is not None and not self.generation.alive:
+            raise RuntimeError("the decode loop stopped")
         if self.windows.succeeded_within(self.health_period_s):
             return
         await asyncio.wait_for(

@@ -108,3 +108,72 @@ def response_model(signature: ModelSignature) -> type:
         model=(str, Field(description="the model or variant that answered")),
         predictions=(list[prediction], Field(description="one per input, in input order")),
     )
+
+
+class TokenEvent(BaseModel):
+    """`event: token` of `/v1/generate`: one generated token."""
+
+    token_id: int = Field(description="the token's id in the model's vocabulary")
+    text: str = Field(description="the token decoded on its own (special tokens: empty)")
+    index: int = Field(description="0 for the first generated token, then 1, 2, ...")
+
+
+class DoneEvent(BaseModel):
+    """`event: done`: the stream ended normally (the last event)."""
+
+    finish_reason: str = Field(description='"length" (max_new_tokens reached) or "eos"')
+    tokens: int = Field(description="tokens streamed")
+
+
+class StreamErrorEvent(BaseModel):
+    """`event: error`: the stream was cut (the replica died mid-stream); no `done` follows."""
+
+    detail: str = Field(description="what cut the stream")
+    tokens: int = Field(description="tokens streamed before the cut")
+
+
+GENERATE_EVENTS = (
+    "Server-sent events (text/event-stream): `token` events (TokenEvent), then exactly one "
+    "final event, `done` (DoneEvent) or `error` (StreamErrorEvent) when the stream was cut "
+    "after it began. Nothing is streamed before the first token: a request that cannot start "
+    "gets 503 (KV cache full, Retry-After) or 422 instead."
+)
+
+
+def generate_request_model(signature: ModelSignature, max_text_chars: int) -> type:
+    """`GenerateRequest`: `{"prompt": text, "max_new_tokens": n}` (greedy decoding)."""
+    context = signature.context_tokens or 1 << 30
+    example = {"prompt": signature.example_prompt, "max_new_tokens": 32}
+    return create_model(
+        "GenerateRequest",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [example]}),
+        prompt=(
+            Annotated[str, Field(min_length=1, max_length=max_text_chars)],
+            Field(description="text to continue"),
+        ),
+        max_new_tokens=(
+            Annotated[int, Field(ge=1, le=max(1, context - 1))],
+            Field(64, description="tokens to generate at most (prompt + these ≤ the context)"),
+        ),
+        stop_at_eos=(
+            bool,
+            Field(True, description="end at the end-of-text token; false: exactly max_new_tokens"),
+        ),
+    )
+
+
+def generate_responses() -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of `/v1/generate` (the event models appear in its 200 content)."""
+    events = [TokenEvent, DoneEvent, StreamErrorEvent]
+    return {
+        200: {
+            "description": GENERATE_EVENTS,
+            "content": {
+                "text/event-stream": {
+                    "schema": {"anyOf": [event.model_json_schema() for event in events]}
+                }
+            },
+        },
+        422: {"model": ErrorBody, "description": "invalid request or past the model's context"},
+        503: {"model": ErrorBody, "description": "KV cache full or no replica; see Retry-After"},
+    }

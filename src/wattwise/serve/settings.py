@@ -65,6 +65,8 @@ class ServeSettings:
         autoscaling_look_back_s: the window Ray Serve averages ongoing requests over.
         ingress_batching: the ingress joins concurrent requests into one model call (one
             handle call carries many requests); False, or autoscaling on: one call per request.
+        kv_cache_budget_bytes: KV-cache memory each replica reserves for `/v1/generate`
+            requests at most (causal LMs); a request that does not fit gets 503.
         trust_code: allow a variant built from a module:factory to import that code.
     """
 
@@ -120,6 +122,9 @@ class ServeSettings:
         "Join concurrent requests into one model call (off: it did not pay here).",
         show_default=False,
     )
+    kv_cache_budget_bytes: int = serve_flag(
+        64 * 2**20, "Causal LMs: KV-cache bytes per replica; beyond it /v1/generate gets 503."
+    )
     trust_code: bool = False
 
     def model_options(self):
@@ -152,6 +157,7 @@ class ServeSettings:
             "--max-body-bytes": self.max_body_bytes,
             "--max-ongoing-requests": self.max_ongoing_requests,
             "--health-check-period-s": self.health_check_period_s,
+            "--kv-cache-budget-bytes": self.kv_cache_budget_bytes,
         }
         for flag, value in positive.items():
             if value <= 0:

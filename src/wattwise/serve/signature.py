@@ -24,8 +24,11 @@ import torch
 from torch import nn
 
 from wattwise.errors import ConfigError
+from wattwise.models.generation import is_causal_lm
 from wattwise.models.inputs import input_embedding
 from wattwise.models.registry import LoadedModel
+
+EXAMPLE_PROMPT_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class ModelSignature:
         input_scale: the server multiplies array inputs by this before the model.
         output_kind: "classes", "embedding" or "values".
         example: one valid input, as JSON data.
+        generates: a causal LM: replicas also serve `POST /v1/generate`.
+        context_tokens: most tokens (prompt + new) a generation may span (causal LMs).
+        example_prompt: a prompt for `/v1/generate` (causal LMs).
     """
 
     model: str
@@ -54,6 +60,9 @@ class ModelSignature:
     input_scale: float = 1.0
     output_kind: str = "values"
     example: Any = None
+    generates: bool = False
+    context_tokens: int | None = None
+    example_prompt: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (tuples become lists) for replica init arguments and `/v1/model`."""
@@ -92,7 +101,7 @@ def describe_model(loaded: LoadedModel) -> ModelSignature:
     value_min, value_max = request.value_min, request.value_max
     if dtype == "int64" and value_min is None and value_max is None:
         value_min, value_max = _token_id_range(loaded)
-    return ModelSignature(
+    signature = ModelSignature(
         loaded.name,
         "array",
         sample_shape,
@@ -103,6 +112,24 @@ def describe_model(loaded: LoadedModel) -> ModelSignature:
         request.input_scale,
         "classes" if classifier else "values",
         torch.as_tensor(request.example).reshape(request_shape).tolist(),
+    )
+    return _with_generation(loaded, signature)
+
+
+def _with_generation(loaded: LoadedModel, signature: ModelSignature) -> ModelSignature:
+    """A causal LM's signature also describes `/v1/generate`: its context and a prompt (the
+    first tokens of the array example, decoded: held-out text the model has never seen)."""
+    tokenizer = loaded.extra.get("tokenizer")
+    if not is_causal_lm(loaded) or tokenizer is None:
+        return signature
+    config = loaded.module.lm.config
+    context = getattr(config, "n_positions", None) or getattr(
+        config, "max_position_embeddings", None
+    )
+    prompt_ids = torch.as_tensor(signature.example).reshape(-1)[:EXAMPLE_PROMPT_TOKENS]
+    prompt = tokenizer.decode(prompt_ids.tolist(), skip_special_tokens=True).strip() or "The"
+    return dataclasses.replace(
+        signature, generates=True, context_tokens=context, example_prompt=prompt
     )
 
 
