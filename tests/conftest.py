@@ -41,19 +41,20 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 # Modules that start many processes (a Ray instance, torchrun): one worker, one at a time.
 PROCESS_HEAVY_MODULES = ("tests/serve/test_server.py", "tests/train/test_distributed.py")
-# The longest xdist groups, longest first (seconds measured on a 2-core machine, 2026-12-02):
-# they start first, so no long module is left to run alone on one worker at the end while the
-# other idles (longest-first scheduling; `--durations` shows when this list needs updating).
+# The longest xdist groups, longest first (seconds measured on a 2-core machine, 2026-12-04,
+# one intra-op thread per worker): they start first, so no long module is left to run alone on
+# one worker at the end while the other idles (longest-first scheduling; `--durations` shows
+# when this list needs updating).
 LONGEST_GROUPS_FIRST = (
-    "processes",  # ~210 s
-    "tests/federate/test_modes.py",  # ~100 s
-    "tests/serve/test_two_nodes.py",  # ~80 s
-    "tests/serve/test_autoscaling.py",  # ~70 s
-    "tests/search/test_optimize.py",  # ~70 s
-    "tests/compress/test_backends.py",  # ~65 s
-    "tests/train/test_failover.py",  # ~50 s
-    "tests/measure/test_profile.py",  # ~45 s
-    "tests/federate/test_minilm.py",  # ~40 s
+    "processes",  # ~200 s
+    "tests/serve/test_autoscaling.py",  # ~95 s
+    "tests/federate/test_modes.py",  # ~80 s
+    "tests/serve/test_two_nodes.py",  # ~65 s
+    "tests/train/test_failover.py",  # ~60 s
+    "tests/serve/test_generation_serving.py",  # ~45 s, its own Ray instance
+    "tests/compress/test_backends.py",  # ~45 s
+    "tests/search/test_optimize.py",  # ~50 s
+    "tests/batch/test_batch.py",  # ~35 s
 )
 
 
