@@ -25,7 +25,8 @@ demo: $(STAMP)
 
 # Two xdist workers (one per core on the 2-core machines); each test module stays on one worker,
 # the Ray server and torchrun modules share one, the longest start first (tests/conftest.py:
-# its own scheduler, and xdist must not reorder). The 10 slowest tests are printed.
+# its own scheduler, and xdist must not reorder), one torch thread per worker (two workers'
+# OpenMP threads oversubscribed the 2 cores 9x). The 10 slowest tests are printed.
 test: $(STAMP) etcd chromium
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=10
