@@ -285,16 +285,21 @@ def run_chaos(
             )
             if promoted is None:
                 raise TimeoutError("no standby promoted itself")
-            primary = next(p for p in pool if p.pid == promoted["pid"])
-            pool.remove(primary)
+            # Training resumes with whoever first trains after the kill: on a loaded machine the
+            # standby that took the lease can itself be fenced before its first step, and
+            # another takes over; the promotion time runs until training resumed.
             first = wait_for(
                 journal,
-                lambda e, p=primary.pid: (
-                    e.get("pid") == p
-                    and e["event"] in ("first_resumed_step", "done", "failed", "fenced")
+                lambda e, k=kill_unix: (
+                    e["unix"] > k and e["event"] in ("first_resumed_step", "done", "failed")
                 ),
                 left(),
             )
+            resumer = first["pid"] if first is not None else promoted["pid"]
+            primary = next((p for p in pool if p.pid == resumer), None) or next(
+                p for p in pool if p.pid == promoted["pid"]
+            )
+            pool.remove(primary)
             resumed = [e for e in _events_of(journal, primary.pid) if e["event"] == "resumed"]
             record.resumed_step = resumed[0]["step"] if resumed else 0
             if first is not None and first["event"] == "first_resumed_step":
