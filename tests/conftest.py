@@ -29,6 +29,9 @@ os.makedirs(os.environ["HOME"], exist_ok=True)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+# Every Ray the tests start (serving, Flower's simulation) waits up to 120 s, not 30 s, for its
+# GCS to start: two Ray instances starting side by side on 2 cores once took longer.
+os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
 # tiny-lm in tests: the "test" preset (a 4-layer, 32-wide GPT-2 trained for 30 steps).
 os.environ.setdefault("WATTWISE_TINY_LM_PRESET", "test")
 # A suite started in the background (`make test &`, nohup, some CI runners) inherits an ignored

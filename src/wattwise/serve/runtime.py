@@ -27,6 +27,9 @@ def keep_ray_local(joining_remote_cluster: bool = False) -> None:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     # Quiet Ray's own deprecation chatter; our logs say what matters.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Ray waits 30 s for its GCS to bind a port; on a busy 2-core machine starting it took
+    # longer ("Timed out waiting for file .../gcs_server_port"). A bound on a hang, not a delay.
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
 
 
 def use_token_auth_if_available() -> None:
