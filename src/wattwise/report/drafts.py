@@ -4,7 +4,13 @@ equalled the target's, compress seconds and the libraries it needs."""
 
 from __future__ import annotations
 
-from wattwise.report.sections import html_page, html_table, machine_lines, quality_text
+from wattwise.report.sections import (
+    html_page,
+    html_table,
+    machine_lines,
+    markdown_heading,
+    quality_text,
+)
 from wattwise.search.results import DraftSearchResult
 
 HEADERS = [
@@ -64,8 +70,9 @@ def headline(result: DraftSearchResult) -> str:
         return f"{result.outcome} (exit code 3). The candidates are listed below."
     if result.chosen.id == "original":
         return (
-            f"{result.outcome} Every draft was slower than the target alone, failed or was not "
-            f"started (batch 1, {result.workload}). Use the model as it is: {result.usage}."
+            f"{result.outcome} Every candidate was slower than the target alone, failed, broke "
+            f"the budget or was not started (timed on {result.workload}). Use the model as it "
+            f"is: {result.usage}."
         )
     timing = result.confirmation.get("timing") or {}
     figures = result.chosen.generation or {}
@@ -80,14 +87,10 @@ def headline(result: DraftSearchResult) -> str:
 
 def markdown_report(result: DraftSearchResult) -> str:
     """The review: headline, how candidates were measured, the table, the held-out check."""
-    lines = []
-    if result.partial:
-        lines += [f"> **PARTIAL REPORT** — {result.stop_reason}", ""]
+    lines = markdown_heading(
+        result, f"wattwise optimize: {result.model}, drafts for tokens/s", headline(result)
+    )
     lines += [
-        f"# wattwise optimize: {result.model}, drafts for tokens/s",
-        "",
-        headline(result),
-        "",
         f"Objective **tokens_per_s** at batch 1 on {result.device}; budget "
         f"`{result.budget.text()}` (it binds the int8 target only: a draft leaves greedy "
         f"output unchanged); seed {result.seed}; {result.elapsed_s:.0f} s of a "

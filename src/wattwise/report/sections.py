@@ -69,3 +69,10 @@ def write_files(out: Path, data_json: str, markdown: str, page: str) -> Path:
     atomic_write_text(out / "report.md", markdown)
     atomic_write_text(out / "index.html", page)
     return out
+
+
+def markdown_heading(result, title: str, headline: str) -> list[str]:
+    """A Markdown report's first lines: the partial banner (when `result.partial`), the title
+    and the headline."""
+    banner = [f"> **PARTIAL REPORT** — {result.stop_reason}", ""] if result.partial else []
+    return [*banner, f"# {title}", "", headline, ""]

@@ -11,7 +11,14 @@ from typing import Any
 
 from wattwise.compress.quantize_retry import LEFT_OUT_NOTE
 from wattwise.report import drafts, plots
-from wattwise.report.sections import html_page, html_table, machine_lines, quality_text, write_files
+from wattwise.report.sections import (
+    html_page,
+    html_table,
+    machine_lines,
+    markdown_heading,
+    quality_text,
+    write_files,
+)
 from wattwise.search.pareto import quality_axis
 from wattwise.search.results import CandidateResult, DraftSearchResult
 
@@ -137,14 +144,8 @@ def _members(result) -> list[CandidateResult]:
 
 def markdown_report(result) -> str:
     """A model-review summary: gains, trade-offs, energy and carbon, what was rejected and why."""
-    lines = []
-    if result.partial:
-        lines += [f"> **PARTIAL REPORT** — {result.stop_reason}", ""]
+    lines = markdown_heading(result, f"wattwise optimize: {result.model}", headline(result))
     lines += [
-        f"# wattwise optimize: {result.model}",
-        "",
-        headline(result),
-        "",
         f"Budget `{result.budget.text()}`, objective **{result.objective.name}** at batch {result.batch_size} "
         f"on {result.device}; seed {result.seed}; {result.elapsed_s:.0f} s of a "
         f"{result.time_limit_s:.0f} s limit. Candidates were scored on the val split; the "

@@ -136,7 +136,7 @@ class DraftSearch:
         self.baseline = CandidateResult(
             "original", "original", 0, "target alone (no draft)", {},
             status="measured", quality=dict(quality), within_budget=True,
-            budget_value=self.budget.value(quality, quality), cost=1000.0 / tokens_per_s,
+            budget_value=0.0, cost=1000.0 / tokens_per_s,
             objective_display=f"{tokens_per_s:,.1f} tokens/s", speedup=1.0,
             libraries=["transformers"], seconds=time.perf_counter() - started,
             generation={"role": "original", "tokens_per_s": tokens_per_s,
@@ -295,7 +295,8 @@ class DraftSearch:
         if role == "target":  # a quantized target changes its output: its quality is measured
             quality = self.loaded.task.evaluate(forward_on_its_device(module), "val").metrics
         result.quality = dict(quality)
-        result.budget_value = self.budget.value(self.baseline.quality, quality)
+        # `or 0.0`: an unchanged lower-is-better metric gives -0.0, printed "-0.0000".
+        result.budget_value = self.budget.value(self.baseline.quality, quality) or 0.0
         result.within_budget = self.budget.met(self.baseline.quality, quality)
         # The target alone's cost scaled by a ratio timed in alternation with it (drift cancels).
         result.cost = self.baseline.cost / timing.ratio

@@ -121,7 +121,28 @@ class SearchState:
 
 
 @dataclass
-class OptimizeResult:
+class SearchOutcome:
+    """What every optimize run reports first: the model, the parsed budget and objective (not
+    their text), the device, seed and time limit, the original (`baseline`, measured like every
+    candidate) and every candidate in search order (measured, failed or skipped)."""
+
+    model: str
+    budget: Budget
+    objective: Objective
+    device: str
+    seed: int
+    time_limit_s: float
+    baseline: CandidateResult
+    candidates: list[CandidateResult]
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size every cost was measured at (1 for tokens_per_s)."""
+        return self.objective.batch_size
+
+
+@dataclass
+class OptimizeResult(SearchOutcome):
     """Everything a search found; the CLI and API write the report from this.
 
     Attributes:
@@ -140,14 +161,6 @@ class OptimizeResult:
         chosen_profile / baseline_profile: test-split profiles of the chosen and the original.
     """
 
-    model: str
-    budget: Budget
-    objective: Objective
-    device: str
-    seed: int
-    time_limit_s: float
-    baseline: CandidateResult
-    candidates: list[CandidateResult]
     front: list[str]
     chosen: CandidateResult | None
     confirmation: dict[str, Any]
@@ -163,11 +176,6 @@ class OptimizeResult:
     chosen_profile: dict[str, Any] | None = None
     baseline_profile: dict[str, Any] | None = None
     report_dir: str = ""
-
-    @property
-    def batch_size(self) -> int:
-        """The batch size every cost was measured at."""
-        return self.objective.batch_size
 
     @property
     def exit_code(self) -> int:
@@ -187,7 +195,7 @@ def one_line(result: CandidateResult) -> str:
 
 
 @dataclass
-class DraftSearchResult:
+class DraftSearchResult(SearchOutcome):
     """What `optimize --objective tokens_per_s` found for a causal LM; the report reads this.
 
     Attributes:
@@ -205,14 +213,6 @@ class DraftSearchResult:
         outcome: one sentence on what the search concluded.
     """
 
-    model: str
-    budget: Budget
-    objective: Objective
-    device: str
-    seed: int
-    time_limit_s: float
-    baseline: CandidateResult
-    candidates: list[CandidateResult]
     chosen: CandidateResult | None
     chosen_variant: str
     chosen_role: str
@@ -225,11 +225,6 @@ class DraftSearchResult:
     machine: MachineInfo
     outcome: str = ""
     report_dir: str = ""
-
-    @property
-    def batch_size(self) -> int:
-        """Speculative decoding runs at batch 1."""
-        return 1
 
     @property
     def exit_code(self) -> int:
