@@ -16,6 +16,7 @@ from tests.models.lm_helpers import tiny_lm  # noqa: F401
 from wattwise.api import generate
 from wattwise.compress.variant import load_variant
 from wattwise.models.generation import greedy_generate
+from wattwise.report.write import write_report
 from wattwise.search.deadline import Deadline
 from wattwise.search.drafts import PROMPTS
 from wattwise.search.optimize_drafts import search_drafts
@@ -166,3 +167,31 @@ def test_tokens_per_s_refuses_options_it_does_not_take(tmp_path):
     )  # fmt: skip
     assert_one_line_error(done, "--space", "--resume")
     assert not (tmp_path / "r").exists()
+
+
+def _slow_target_alone(model, input_ids, max_new_tokens, use_cache=True, draft=None, **kw):
+    """Greedy decoding in which the target alone pays 0.2 s more per call: a machine on which
+    drafts pay off (on this one, with the test preset, none does)."""
+    if draft is None:
+        time.sleep(0.2)
+    return greedy_generate(model, input_ids, max_new_tokens, use_cache, draft, **kw)
+
+
+@pytest.mark.slow
+def test_a_faster_draft_is_chosen_rechecked_after_reload_and_saved_for_generate(tmp_path):
+    out = tmp_path / "report"
+    result = search_drafts("tiny-lm", None, Deadline(30.0), out, decode=_slow_target_alone)
+    assert result.exit_code == 0 and result.chosen_role == "draft", result.outcome
+    assert result.chosen_variant == str(out / "draft")
+    assert f"--draft {out / 'draft'}" in result.usage
+    attempt = result.confirmation["attempts"][-1]
+    assert attempt["id"] == result.chosen.id and attempt["met"] is True
+    assert attempt["identical_to_target"] is True
+    assert result.confirmation["timing"]["ratio"] > 1  # the injected 0.2 s per target call
+    alone = generate("tiny-lm", "Return the", 24)
+    drafted = generate("tiny-lm", "Return the", 24, draft=result.chosen_variant)
+    assert drafted.identical_to_target is True
+    assert drafted.token_ids == alone.token_ids
+    write_report(result, out)
+    markdown = (out / "report.md").read_text()
+    assert "CHOSEN" in markdown and "Held-out check" in markdown
