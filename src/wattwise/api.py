@@ -63,7 +63,8 @@ def optimize(model: str, budget: str | None = None, objective: str = "throughput
 
     Takes `wattwise.search.optimize.optimize`'s keyword settings (batch_size, device, space,
     time_limit_s, out, resume, seed, region, options). Returns the `OptimizeResult` with
-    `report_dir` set. Example:
+    `report_dir` set. For a causal LM, `objective="tokens_per_s"` searches speculative-decoding
+    drafts instead and returns a `DraftSearchResult` (docs/generation.md). Example:
         result = wattwise.optimize("minilm", budget="fidelity>=0.99", out="report")
     """
     from wattwise.report.write import write_report

@@ -21,7 +21,10 @@ def optimize(
         help='e.g. "accuracy_drop<=0.01", "fidelity>=0.99", "recall@10_drop<=0.01".',
     ),
     objective: str = typer.Option(
-        "throughput", "--objective", help="throughput, latency, energy or size."
+        "throughput",
+        "--objective",
+        help="throughput, latency, energy or size; tokens_per_s (causal LMs): search "
+        "speculative-decoding drafts for the fastest greedy generation at batch 1.",
     ),
     batch_size: int = typer.Option(32, "--batch-size", help="Batch size the cost is measured at."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
@@ -78,6 +81,7 @@ def optimize(
                 "headline": headline(result),
                 "partial": result.partial,
                 "exit_code": result.exit_code,
+                **_draft_fields(result),
             }
         )
     else:
@@ -89,3 +93,11 @@ def optimize(
         raise typer.Exit(130)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def _draft_fields(result) -> dict:
+    """A draft search's extra --json fields: how to use the choice and one row per candidate
+    (`DraftSearchResult.table`)."""
+    if not hasattr(result, "table"):
+        return {}
+    return {"chosen_role": result.chosen_role, "usage": result.usage, "candidates": result.table()}

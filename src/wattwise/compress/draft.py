@@ -20,6 +20,14 @@ from wattwise.compress.recipe import Recipe
 from wattwise.errors import ConfigError
 from wattwise.models.registry import LoadedModel
 
+# Sequences per distillation step (of the task's block length).
+DISTILL_BATCH = 16
+
+
+def draft_int8_step() -> dict[str, Any]:
+    """The draft's int8 step: dynamic int8 (torch.ao) on the Linear layers."""
+    return {"quantize": {"method": "int8_dynamic", "implementation": "torch_ao"}}
+
 
 def draft_recipe(
     keep_layers: int = 2, distill_steps: int = 200, int8: bool = True
@@ -27,9 +35,11 @@ def draft_recipe(
     """The draft recipe as the YAML a user would write (a dict)."""
     steps: list[dict[str, Any]] = [{"drop_layers": {"keep": keep_layers}}]
     if distill_steps:
-        steps.append({"distill": {"steps": distill_steps, "temperature": 1.0, "batch_size": 16}})
+        steps.append(
+            {"distill": {"steps": distill_steps, "temperature": 1.0, "batch_size": DISTILL_BATCH}}
+        )
     if int8:
-        steps.append({"quantize": {"method": "int8_dynamic", "implementation": "torch_ao"}})
+        steps.append(draft_int8_step())
     return {"steps": steps, "backend": "eager"}
 
 

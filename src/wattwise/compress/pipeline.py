@@ -8,14 +8,13 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from wattwise.compress.context import CompressionContext, CompressionRun, Snapshot, StepReport
 from wattwise.compress.recipe import Recipe, step_is_deferred
-from wattwise.compress.steps import HANDLERS, Step
+from wattwise.compress.steps import HANDLERS
 from wattwise.compress.variant import open_model, save_variant
 from wattwise.measure.flops import count_flops
 from wattwise.measure.latency import QUICK_TIMING, LatencyStats, time_forward
@@ -61,26 +60,51 @@ def run_recipe(
     teacher = copy.deepcopy(loaded.module).eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
-    module = copy.deepcopy(loaded.module)
     context = CompressionContext(
         loaded, loaded.task, teacher, recipe.backend, device, seed, show_progress
     )
-    reports: list[StepReport] = []
-    rebuild: list[dict[str, Any]] = []
-    notes: list[str] = []
-    deferred: list[Step] = []
+    start = CompressionRun(copy.deepcopy(loaded.module), [], [], [], [], context)
+    return _apply_steps(start, recipe, measure_steps)
+
+
+def continue_run(
+    run: CompressionRun, recipe: Recipe, measure_steps: bool = False
+) -> CompressionRun:
+    """`run` followed by `recipe`'s steps, on a copy of `run.module` (`run` is unchanged).
+
+    Recipes that share a costly prefix (drop_layers + distill) run it once: the draft search
+    quantizes a copy of a distilled draft instead of distilling it again. The rebuild records,
+    reports and notes are the prefix's followed by the new steps'.
+    Example:
+        distilled = run_recipe(target, Recipe.from_dict({"steps": [drop, distill]}))
+        quantized = continue_run(distilled, Recipe.from_dict({"steps": [int8]}))
+    """
+    start = CompressionRun(
+        copy.deepcopy(run.module),
+        list(run.rebuild),
+        list(run.deferred),
+        list(run.reports),
+        list(run.notes),
+        run.context,
+    )
+    return _apply_steps(start, recipe, measure_steps)
+
+
+def _apply_steps(run: CompressionRun, recipe: Recipe, measure_steps: bool) -> CompressionRun:
+    """Apply each model-level step of `recipe` to `run.module` in place of it; defer the rest."""
+    module, context, loaded = run.module, run.context, run.context.source
     before = snapshot(module, loaded) if measure_steps else None
     for step in recipe.steps:
         if step_is_deferred(step, recipe.backend.name):
-            deferred.append(step)
+            run.deferred.append(step)
             continue
-        if show_progress:
+        if context.show_progress:
             info(f"step: {step.describe()}")
         started = time.perf_counter()
         outcome = HANDLERS[type(step)](context, module, step)
         module = outcome.module.eval()
         after = snapshot(module, loaded) if measure_steps else None
-        reports.append(
+        run.reports.append(
             StepReport(
                 step.describe(),
                 time.perf_counter() - started,
@@ -90,10 +114,11 @@ def run_recipe(
                 outcome.metrics,
             )
         )
-        rebuild.extend(outcome.rebuild)
-        notes.extend(outcome.notes)
+        run.rebuild.extend(outcome.rebuild)
+        run.notes.extend(outcome.notes)
         before = after
-    return CompressionRun(module, rebuild, deferred, reports, notes, context)
+    run.module = module
+    return run
 
 
 def compress(

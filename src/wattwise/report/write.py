@@ -10,25 +10,35 @@ from pathlib import Path
 from typing import Any
 
 from wattwise.compress.quantize_retry import LEFT_OUT_NOTE
-from wattwise.paths import atomic_write_text
-from wattwise.report import plots
+from wattwise.report import drafts, plots
+from wattwise.report.sections import (
+    html_page,
+    html_table,
+    machine_lines,
+    markdown_heading,
+    quality_text,
+    write_files,
+)
 from wattwise.search.pareto import quality_axis
-from wattwise.search.results import CandidateResult
+from wattwise.search.results import CandidateResult, DraftSearchResult
 
 
 def write_report(result, out: Path) -> Path:
-    """Write all three files into `out` (each atomically); returns `out`."""
-    out = Path(out)
+    """Write all three files into `out` (each atomically); returns `out`. A draft search's
+    result (`--objective tokens_per_s`) gets its own Markdown and page (`report.drafts`)."""
     data = dataclasses.asdict(result)
     # The budget and objective as the user wrote them; their parts stay beside them.
     data["budget"], data["budget_parts"] = result.budget.text(), data["budget"]
     data["objective"] = result.objective.name
     data["batch_size"] = result.batch_size
     data["exit_code"] = result.exit_code
-    atomic_write_text(out / "report.json", json.dumps(data, indent=2, default=str))
-    atomic_write_text(out / "report.md", markdown_report(result))
-    atomic_write_text(out / "index.html", html_report(result))
-    return out
+    if isinstance(result, DraftSearchResult):
+        data["table"] = result.table()
+        writers = (drafts.markdown_report, drafts.html_report)
+    else:
+        writers = (markdown_report, html_report)
+    as_json = json.dumps(data, indent=2, default=str)
+    return write_files(out, as_json, writers[0](result), writers[1](result))
 
 
 def _energy_label(profile: dict[str, Any]) -> str:
@@ -37,12 +47,10 @@ def _energy_label(profile: dict[str, Any]) -> str:
     return f"measured with {profile['energy_source']} ({profile['energy_method']})"
 
 
-def _quality_text(quality: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in quality.items())
-
-
 def headline(result) -> str:
     """One paragraph: chosen recipe, speed-up, quality, energy (or why nothing was chosen)."""
+    if isinstance(result, DraftSearchResult):
+        return drafts.headline(result)
     if result.chosen is None:
         return (
             f"No candidate met the budget {result.budget.text()} (exit code 3). "
@@ -65,8 +73,8 @@ def headline(result) -> str:
         else "speed not re-timed"
     )
     return (
-        f"Chosen: {result.chosen.label}. At batch {result.batch_size}: {speed}. Test-split quality: {_quality_text(after['quality'])} "
-        f"(original {_quality_text(before['quality'])}); budget {result.budget.text()} holds on the held-out "
+        f"Chosen: {result.chosen.label}. At batch {result.batch_size}: {speed}. Test-split quality: {quality_text(after['quality'])} "
+        f"(original {quality_text(before['quality'])}); budget {result.budget.text()} holds on the held-out "
         f"split. Energy per 1k inferences: {after['energy_j_per_1k_by_batch'][key]:.4g} J vs "
         f"{before['energy_j_per_1k_by_batch'][key]:.4g} J ({energy_ratio:.2f}x less), "
         f"{_energy_label(after)}. Size {after['size_bytes'] / 1e6:.2f} MB vs "
@@ -100,7 +108,7 @@ def _row(result, r: CandidateResult) -> list[str]:
     return [
         r.label,
         "within budget" if r.within_budget else "breaks budget",
-        _quality_text(r.quality),
+        quality_text(r.quality),
         f"{r.objective_display}",
         _speed(r),
         f"{energy:.4g}",
@@ -136,14 +144,8 @@ def _members(result) -> list[CandidateResult]:
 
 def markdown_report(result) -> str:
     """A model-review summary: gains, trade-offs, energy and carbon, what was rejected and why."""
-    lines = []
-    if result.partial:
-        lines += [f"> **PARTIAL REPORT** — {result.stop_reason}", ""]
+    lines = markdown_heading(result, f"wattwise optimize: {result.model}", headline(result))
     lines += [
-        f"# wattwise optimize: {result.model}",
-        "",
-        headline(result),
-        "",
         f"Budget `{result.budget.text()}`, objective **{result.objective.name}** at batch {result.batch_size} "
         f"on {result.device}; seed {result.seed}; {result.elapsed_s:.0f} s of a "
         f"{result.time_limit_s:.0f} s limit. Candidates were scored on the val split; the "
@@ -210,7 +212,7 @@ def markdown_report(result) -> str:
                 lines.append(f"- {attempt['label']}: {attempt.get('skipped', 'not checked')}")
                 continue
             lines.append(
-                f"- {attempt['label']}: test {_quality_text(attempt['test_quality'])} → "
+                f"- {attempt['label']}: test {quality_text(attempt['test_quality'])} → "
                 f"{'holds' if attempt['met'] else 'fails'} the budget"
             )
     if result.priors.get("ratios"):
@@ -225,18 +227,7 @@ def markdown_report(result) -> str:
             "",
             ", ".join(f"{path} {ratio:.2f}x" for path, ratio in result.priors["ratios"].items()),
         ]
-    m = result.machine
-    lines += [
-        "",
-        "## Machine",
-        "",
-        f"- CPU: {m.cpu_model}, {m.logical_cores} logical cores, ISA: "
-        f"{', '.join(m.isa_flags) or 'none of the tracked flags'}"
-        f"{'' if m.has_int8_dot_product else ' (no VNNI/AMX: int8 matmuls have no fast path)'}",
-        f"- GPU: {m.gpu}",
-        f"- Python {m.python} on {m.platform}",
-        "- Libraries: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()),
-    ]
+    lines += machine_lines(result.machine)
     if result.skipped_space:
         lines += ["", "Not in the space on this installation: " + "; ".join(result.skipped_space)]
     return "\n".join(lines) + "\n"
@@ -282,25 +273,12 @@ def html_report(result) -> str:
                 "before and after",
             )
         )
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _row(result, r)) + "</tr>"
-        for r in [result.baseline, *result.candidates]
+    table = html_table(HEADERS, [_row(result, r) for r in [result.baseline, *result.candidates]])
+    body = "<h2>Plots</h2>" + "".join(images) + f"\n<h2>Candidates</h2>{table}"
+    return html_page(
+        f"wattwise optimize: {result.model}",
+        result.stop_reason if result.partial else "",
+        headline(result),
+        body,
+        markdown_report(result),
     )
-    banner = (
-        f'<p class="partial">PARTIAL REPORT — {html.escape(result.stop_reason)}</p>'
-        if result.partial
-        else ""
-    )
-    markdown = html.escape(markdown_report(result))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>wattwise optimize: {html.escape(result.model)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
-table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px}}
-th{{background:#f0f0f0}}.partial{{background:#ffe08a;padding:8px;font-weight:bold}}
-img{{max-width:100%;display:block;margin:1em 0}}pre{{white-space:pre-wrap;font-size:12px}}</style></head>
-<body>{banner}<h1>wattwise optimize: {html.escape(result.model)}</h1>
-<p>{html.escape(headline(result))}</p>
-<h2>Plots</h2>{"".join(images)}
-<h2>Candidates</h2><table><tr>{"".join(f"<th>{h}</th>" for h in HEADERS)}</tr>{rows}</table>
-<h2>Review summary</h2><pre>{markdown}</pre></body></html>
-"""

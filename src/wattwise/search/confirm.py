@@ -127,7 +127,7 @@ def confirm(search: Search, ranked: list[CandidateResult]) -> Confirmation:
             )
             found.corpus_timing = {**corpus_timing.to_dict(), "workload": corpus.describe()}
         found.chosen, found.chosen_profile, found.timing = result, test_profile, timing.to_dict()
-        found.agreement = _agreement(result.paired, timing)
+        found.agreement = agreement(result.paired, timing)
         found.outcome = (
             f"Chosen: {result.label}, {timing.describe()} the original's throughput at batch "
             f"{batch} on the held-out split."
@@ -148,7 +148,9 @@ def _corpus_workload(task, batch: int):
         return None
 
 
-def _agreement(search_timing: dict[str, Any] | None, held_out) -> str:
+def agreement(search_timing: dict[str, Any] | None, held_out) -> str:
+    """Whether the search's paired ratio and the held-out one (a PairedTiming) agree: their
+    95% intervals overlap; if not, the likely reasons."""
     if not search_timing:
         return "no search timing to compare"
     low, high = search_timing["ratio_low"], search_timing["ratio_high"]

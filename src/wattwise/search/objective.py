@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from wattwise.errors import ConfigError
 from wattwise.measure.profile import Profile
 
-OBJECTIVES = ("throughput", "latency", "energy", "size")
+OBJECTIVES = ("throughput", "latency", "energy", "size", "tokens_per_s")
+# Objectives measured by generating text end to end (causal LMs), not read from a Profile: the
+# draft search (`search/drafts.py`). Speculative decoding runs at batch 1.
+GENERATION_OBJECTIVES = ("tokens_per_s",)
 
 
 @dataclass(frozen=True)
@@ -15,7 +18,8 @@ class Objective:
     """A named cost. Lower cost is better for every objective (throughput is inverted).
 
     `cost` is seconds per 1,000 samples for throughput, p50 milliseconds per batch for
-    latency, joules per 1,000 inferences for energy, and bytes for size.
+    latency, joules per 1,000 inferences for energy, bytes for size, and seconds per 1,000
+    generated tokens for tokens_per_s (measured by the draft search, `search/drafts.py`).
     """
 
     name: str
@@ -23,6 +27,10 @@ class Objective:
 
     def cost(self, profile: Profile) -> float:
         """Measured cost of a profile; never derived from operation counts or method names."""
+        if self.generates:
+            raise ConfigError(
+                "tokens_per_s is measured by generating text, not read from a profile"
+            )
         key = str(self.batch_size)
         if self.name == "throughput":
             return 1000.0 / profile.throughput_per_s[key]
@@ -59,6 +67,7 @@ class Objective:
             "latency": "ms p50",
             "energy": "J per 1k",
             "size": "bytes",
+            "tokens_per_s": "s per 1k tokens",
         }[self.name]
 
     @property
@@ -77,7 +86,13 @@ class Objective:
     @property
     def is_speed(self) -> bool:
         """Speed objectives must never choose a candidate slower than the original."""
-        return self.name in ("throughput", "latency")
+        return self.name in ("throughput", "latency", "tokens_per_s")
+
+    @property
+    def generates(self) -> bool:
+        """Whether the cost is measured end to end by generating text (a causal LM's draft
+        search) rather than read from a Profile."""
+        return self.name in GENERATION_OBJECTIVES
 
 
 def parse_objective(name: str, batch_size: int) -> Objective:
@@ -86,4 +101,5 @@ def parse_objective(name: str, batch_size: int) -> Objective:
         raise ConfigError(f"unknown objective {name!r}: use one of {', '.join(OBJECTIVES)}")
     if batch_size <= 0:
         raise ConfigError(f"--batch-size must be ≥1, got {batch_size}")
-    return Objective(name, batch_size)
+    # Speculative decoding (transformers' assisted generation) runs at batch 1.
+    return Objective(name, 1 if name in GENERATION_OBJECTIVES else batch_size)

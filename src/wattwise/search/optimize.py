@@ -25,10 +25,16 @@ from wattwise.search.deadline import REPORT_S, Deadline
 from wattwise.search.defaults import default_space
 from wattwise.search.machine import machine_info
 from wattwise.search.objective import parse_objective
+from wattwise.search.optimize_drafts import search_drafts
 from wattwise.search.ordering import order_candidates
 from wattwise.search.pareto import front_ids
 from wattwise.search.probe import Priors, probe
-from wattwise.search.results import CandidateResult, OptimizeResult, SearchState
+from wattwise.search.results import (
+    CandidateResult,
+    DraftSearchResult,
+    OptimizeResult,
+    SearchState,
+)
 from wattwise.search.runner import Search, SearchSettings
 from wattwise.search.space import load_space_yaml
 
@@ -70,7 +76,7 @@ def optimize(
     options: ModelOptions | None = None,
     started_unix: float | None = None,
     workload: str = "fixed",
-) -> OptimizeResult:
+) -> OptimizeResult | DraftSearchResult:
     """Search recipes × backends for the cheapest variant within the quality budget.
 
     Returns an `OptimizeResult`; the chosen variant is in `out/variant/`, the best so far in
@@ -79,6 +85,8 @@ def optimize(
     "corpus" times the task's real texts in length-sorted batches (text models).
     `started_unix`: when the user's clock started (the CLI passes its process start, so start-up
     counts against `time_limit_s`); default now.
+    `objective="tokens_per_s"` (causal LMs) searches speculative-decoding drafts instead
+    (`search.drafts`) and returns a `DraftSearchResult`; `batch_size` is then 1.
     Example:
         result = optimize("minilm", budget="fidelity>=0.99", objective="throughput")
     """
@@ -88,6 +96,9 @@ def optimize(
     if time_limit_s <= 0:
         raise ConfigError(f"--time-limit must be positive, got {time_limit_s:g} s; e.g. 180s")
     objective_spec = parse_objective(objective, batch_size)
+    if objective_spec.generates:
+        _check_generation_settings(space, workload, resume, device, region)
+        return search_drafts(model, budget, deadline, out, seed=seed, options=options)
     check_creatable_dir(Path(out))  # fail fast, but create nothing before the input is valid
     load_started = time.perf_counter()
     loaded = open_model(model, options)
@@ -185,3 +196,22 @@ def optimize(
         chosen_profile=found.chosen_profile.to_dict() if found.chosen_profile else None,
         baseline_profile=found.baseline_profile.to_dict() if found.baseline_profile else None,
     )
+
+
+def _check_generation_settings(
+    space: str | None, workload: str, resume: bool, device: str, region: str | None
+) -> None:
+    """The options the draft search does not take: a one-line error naming each."""
+    refused = {
+        "--space (the draft grid comes from the model's layers)": space,
+        "--workload corpus (drafts are timed on held-out prompts)": workload != "fixed",
+        "--resume (a draft search is short: run it again)": resume,
+        "--device other than cpu (the draft search runs on cpu)": device != "cpu",
+        "--region (the draft search reports tokens/s, not carbon)": region,
+    }
+    named = [option for option, given in refused.items() if given]
+    if named:
+        raise ConfigError(
+            f"--objective tokens_per_s does not take {'; '.join(named)}; drop "
+            f"{'it' if len(named) == 1 else 'them'}"
+        )

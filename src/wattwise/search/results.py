@@ -35,6 +35,12 @@ class CandidateResult:
         slower_than_original: True when speedup < 1 (never chosen for speed).
         profile: the Profile as a dict (quick timing, val split).
         variant_dir: where the candidate's variant directory is.
+        generation: end-to-end generation figures (draft search only): tokens_per_s (this
+            candidate, median of its timed calls), target_tokens_per_s (the target alone in the
+            same pairs), acceptance_rate (accepted / drafted tokens; None without a draft),
+            identical_to_target (greedy tokens equal the target's on every prompt it ran),
+            prompts_checked, compress_s (seconds to build it, shared distillation included),
+            distill_steps (0: not distilled), role ("draft" or "target").
     """
 
     id: str
@@ -59,6 +65,7 @@ class CandidateResult:
     paired: dict[str, Any] | None = None
     prior: float | None = None
     libraries: list[str] = field(default_factory=list)
+    generation: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, candidate, **fields: Any) -> CandidateResult:
@@ -114,7 +121,28 @@ class SearchState:
 
 
 @dataclass
-class OptimizeResult:
+class SearchOutcome:
+    """What every optimize run reports first: the model, the parsed budget and objective (not
+    their text), the device, seed and time limit, the original (`baseline`, measured like every
+    candidate) and every candidate in search order (measured, failed or skipped)."""
+
+    model: str
+    budget: Budget
+    objective: Objective
+    device: str
+    seed: int
+    time_limit_s: float
+    baseline: CandidateResult
+    candidates: list[CandidateResult]
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size every cost was measured at (1 for tokens_per_s)."""
+        return self.objective.batch_size
+
+
+@dataclass
+class OptimizeResult(SearchOutcome):
     """Everything a search found; the CLI and API write the report from this.
 
     Attributes:
@@ -133,14 +161,6 @@ class OptimizeResult:
         chosen_profile / baseline_profile: test-split profiles of the chosen and the original.
     """
 
-    model: str
-    budget: Budget
-    objective: Objective
-    device: str
-    seed: int
-    time_limit_s: float
-    baseline: CandidateResult
-    candidates: list[CandidateResult]
     front: list[str]
     chosen: CandidateResult | None
     confirmation: dict[str, Any]
@@ -158,11 +178,6 @@ class OptimizeResult:
     report_dir: str = ""
 
     @property
-    def batch_size(self) -> int:
-        """The batch size every cost was measured at."""
-        return self.objective.batch_size
-
-    @property
     def exit_code(self) -> int:
         """0 when a variant was chosen, 3 when none met the budget."""
         return 0 if self.chosen else NoCandidateWithinBudgetError.exit_code
@@ -177,3 +192,72 @@ def one_line(result: CandidateResult) -> str:
     if result.paired:
         speed = f", {result.paired['ratio']:.2f}x ({result.paired['ratio_low']:.2f}–{result.paired['ratio_high']:.2f})"
     return f"{result.objective_display}{speed}, {verdict} ({result.budget_value:.4f})"
+
+
+@dataclass
+class DraftSearchResult(SearchOutcome):
+    """What `optimize --objective tokens_per_s` found for a causal LM; the report reads this.
+
+    Attributes:
+        baseline: the target alone (no draft), measured like every candidate.
+        candidates: drafts (keep K layers, distil N steps, int8 or not) and the int8 target, in
+            search order, each with `generation` figures and its paired timing.
+        chosen: the fastest candidate within budget that held on the held-out prompts, or the
+            baseline when nothing beats the target alone (exit 0 either way).
+        chosen_variant: the chosen variant directory ("" when the target alone is chosen).
+        chosen_role: "draft" (use it with `generate --draft`), "target" (use it instead of
+            the model) or "" (the target alone).
+        usage: the command that uses the choice.
+        workload: the prompts and token counts every candidate was timed on.
+        confirmation: the held-out check: attempts, timing, agreement.
+        outcome: one sentence on what the search concluded.
+    """
+
+    chosen: CandidateResult | None
+    chosen_variant: str
+    chosen_role: str
+    usage: str
+    workload: str
+    confirmation: dict[str, Any]
+    partial: bool
+    stop_reason: str
+    elapsed_s: float
+    machine: MachineInfo
+    outcome: str = ""
+    report_dir: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0 when a choice was made (the target alone included), 3 when none held."""
+        return 0 if self.chosen else NoCandidateWithinBudgetError.exit_code
+
+    def table(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per candidate, the target alone first: what the CLI's --json and
+        the report list (label, status, tokens_per_s, speedup with its 95% interval,
+        acceptance_rate, compress_s, distill_steps, libraries, identical_to_target, reason)."""
+        rows = []
+        for result in [self.baseline, *self.candidates]:
+            figures = result.generation or {}
+            paired = result.paired or {}
+            rows.append(
+                {
+                    "id": result.id,
+                    "label": result.label,
+                    "role": figures.get("role", "original"),
+                    "status": result.status,
+                    "tokens_per_s": figures.get("tokens_per_s"),
+                    "speedup": result.speedup,
+                    "speedup_low": paired.get("ratio_low"),
+                    "speedup_high": paired.get("ratio_high"),
+                    "acceptance_rate": figures.get("acceptance_rate"),
+                    "compress_s": figures.get("compress_s"),
+                    "distill_steps": figures.get("distill_steps"),
+                    "libraries": result.libraries,
+                    "identical_to_target": figures.get("identical_to_target"),
+                    "within_budget": result.within_budget,
+                    "quality": result.quality,
+                    "chosen": self.chosen is not None and result.id == self.chosen.id,
+                    "reason": result.reason,
+                }
+            )
+        return rows

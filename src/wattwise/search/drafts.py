@@ -1,0 +1,383 @@
+"""`optimize MODEL --objective tokens_per_s`: the fastest way to generate with a causal LM.
+
+Candidates are speculative-decoding drafts made from the target (`compress.draft`: keep K of
+its L layers for K = 1..L-1, distil, with and without int8) and the target itself in int8
+(which changes its output, so it must hold the quality budget). Distillation cannot be
+interrupted, so its steps come from the time left: each layer count gets an equal share of
+what remains once every remaining candidate's timing is set aside; int8 drafts quantize a copy
+of the distilled draft of the same layer count instead of distilling again.
+
+Each candidate is measured end to end: greedy generation at batch 1 of `NEW_TOKENS` tokens (fewer when the limit is short) from
+held-out (val) prompts, timed in alternation with the target alone (`search.timing`), every
+output compared token for token with the target's (`search.decode_runs`): a draft that changes
+greedy output is a bug and the candidate fails. The fastest that holds is re-timed on the
+test prompts, after loading it back from disk; when none beats the target alone the run says
+so and exits 0. The whole run keeps `--time-limit` (+10%), like every optimize run; its entry
+is `search.optimize_drafts.search_drafts`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from wattwise.compress.context import CompressionRun
+from wattwise.compress.draft import DISTILL_BATCH, draft_int8_step, draft_recipe
+from wattwise.compress.pipeline import continue_run, run_recipe
+from wattwise.compress.recipe import Recipe
+from wattwise.compress.steps.layers import find_layer_list
+from wattwise.compress.variant import load_variant, save_variant
+from wattwise.errors import WattwiseError
+from wattwise.models.generation import greedy_generate
+from wattwise.models.registry import LoadedModel
+from wattwise.progress import info
+from wattwise.search.budget import Budget
+from wattwise.search.confirm import agreement
+from wattwise.search.deadline import SLICE_SHARE, TRAIN_STEP_FORWARDS, Deadline
+from wattwise.search.decode_runs import DecodeRunner, OutputChanged, reference_run
+from wattwise.search.objective import Objective
+from wattwise.search.ordering import libraries_of
+from wattwise.search.ranking import rank
+from wattwise.search.results import CandidateResult, one_line
+from wattwise.search.space import Candidate, make_candidate
+from wattwise.search.timing import PairedTiming, time_against_original
+from wattwise.tasks.base import forward_on_its_device
+
+PROMPTS = 4
+PROMPT_TOKENS = 16
+NEW_TOKENS = 64
+# Distillation steps per draft: at most this many, and none below the minimum (a draft made by
+# dropping layers alone still decodes correctly, only with a lower acceptance rate).
+MAX_DISTILL_STEPS = 300
+MIN_DISTILL_STEPS = 10
+# Saving a variant (weights, probe, hashes): seconds assumed before one has been measured.
+FIRST_SAVE_GUESS_S = 1.0
+# A paired timing slice (8% of the limit) should hold about ten calls (warm-ups and at least
+# three pairs): one call of the target alone gets at most this share of the limit.
+CALL_SHARE = 0.008
+MIN_NEW_TOKENS = 8
+NO_GAIN = "The target alone is the fastest; no draft pays off on this machine."
+
+
+def new_tokens_that_fit(tokens_per_s: float, limit_s: float) -> int:
+    """Tokens per timed call: NEW_TOKENS, fewer when one call of the target alone at
+    `tokens_per_s` would take more than CALL_SHARE of the limit (never below MIN_NEW_TOKENS)."""
+    return max(MIN_NEW_TOKENS, min(NEW_TOKENS, int(tokens_per_s * CALL_SHARE * limit_s)))
+
+
+@dataclass
+class DraftSearch:
+    """One draft search's state; see the module docstring."""
+
+    loaded: LoadedModel
+    budget: Budget
+    objective: Objective
+    out: Path
+    deadline: Deadline
+    seed: int = 0
+    decode: Callable = greedy_generate
+    results: list[CandidateResult] = field(default_factory=list)
+    baseline: CandidateResult | None = None
+    reference: list[torch.Tensor] = field(default_factory=list)
+    eval_s: float = 0.0
+    batch_s: float = 0.0
+    save_s: float = FIRST_SAVE_GUESS_S
+    new_tokens: int = NEW_TOKENS
+
+    @property
+    def target(self) -> torch.nn.Module:
+        """The target `CausalLM`."""
+        return self.loaded.module
+
+    @property
+    def layers(self) -> int:
+        """The target's transformer layers."""
+        return len(find_layer_list(self.target)[1])
+
+    def prompts(self, split: str) -> list[torch.Tensor]:
+        """Held-out prompts (block starts of the split's text)."""
+        tokens = min(PROMPT_TOKENS, max(1, self.loaded.task.block_tokens // 2))
+        return self.loaded.task.prompts(PROMPTS, tokens, split)
+
+    def call_s(self) -> float:
+        """Seconds one call of the target alone takes (`new_tokens` tokens)."""
+        return self.new_tokens / self.baseline.generation["tokens_per_s"]
+
+    def measure_s(self, role: str) -> float:
+        """Expected seconds to save, time and check one candidate (and score an int8 target)."""
+        seconds = self.save_s + self.deadline.slice_s() + PROMPTS * self.call_s()
+        return seconds + (self.eval_s if role == "target" else 0.0)
+
+    # -- the target alone ---------------------------------------------------------------------
+    def measure_baseline(self) -> CandidateResult:
+        """The target alone: reference tokens on the val prompts, tokens/s, val quality, and
+        the time of one distillation batch's forward (to plan distillation)."""
+        started = time.perf_counter()
+        prompts = self.prompts("val")
+        # Warm-up (the first call pays one-off costs), then a first speed to size the calls by.
+        self.decode(self.target, prompts[0], 2, stop_at_eos=False)
+        _, first = self.decode(self.target, prompts[0], MIN_NEW_TOKENS, stop_at_eos=False)
+        self.new_tokens = new_tokens_that_fit(first.tokens_per_s, self.deadline.limit_s)
+        self.reference, tokens_per_s = reference_run(
+            self.target, prompts, self.new_tokens, self.decode
+        )
+        evaluated = time.perf_counter()
+        quality = self.loaded.task.evaluate(forward_on_its_device(self.target), "val").metrics
+        self.eval_s = time.perf_counter() - evaluated
+        batch = self.loaded.task.example_inputs(DISTILL_BATCH, "val")
+        with torch.inference_mode():
+            forward_started = time.perf_counter()
+            self.target(*batch)
+            self.batch_s = time.perf_counter() - forward_started
+        self.baseline = CandidateResult(
+            "original", "original", 0, "target alone (no draft)", {},
+            status="measured", quality=dict(quality), within_budget=True,
+            budget_value=0.0, cost=1000.0 / tokens_per_s,
+            objective_display=f"{tokens_per_s:,.1f} tokens/s", speedup=1.0,
+            libraries=["transformers"], seconds=time.perf_counter() - started,
+            generation={"role": "original", "tokens_per_s": tokens_per_s,
+                        "identical_to_target": True, "prompts_checked": PROMPTS},
+        )  # fmt: skip
+        return self.baseline
+
+    # -- planning -------------------------------------------------------------------------------
+    def distill_steps(self, keep: int, levels_left: int, target_int8_left: bool) -> int:
+        """Distillation steps for a draft of `keep` layers: an equal share, among the layer
+        counts whose timing still fits, of the time left after every remaining timing."""
+        left = self.deadline.left_for_candidates()
+        left -= self.measure_s("target") if target_int8_left else 0.0
+        per_level = 2 * self.measure_s("draft")
+        fitting = max(1, min(levels_left, int(left // max(per_level, 1e-3))))
+        share = (left - fitting * per_level) / fitting
+        steps = min(MAX_DISTILL_STEPS, int(share / max(self.distill_step_s(keep), 1e-6)))
+        return steps if steps >= MIN_DISTILL_STEPS else 0
+
+    def distill_step_s(self, keep: int) -> float:
+        """Seconds of one distillation step for a draft of `keep` layers: the teacher's forward
+        plus the draft's forward and backward (≈ 3 forwards of keep/L of the target) on a
+        batch of DISTILL_BATCH blocks."""
+        return self.batch_s * (1 + TRAIN_STEP_FORWARDS * keep / self.layers)
+
+    def fits(self, seconds: float) -> bool:
+        """Whether `seconds` of work fits in the time left for candidates."""
+        return seconds <= self.deadline.left_for_candidates()
+
+    # -- candidates -----------------------------------------------------------------------------
+    def run(self) -> tuple[bool, str]:
+        """Measure the draft levels (fewest layers first), the int8 target after the first."""
+        keeps = list(range(1, self.layers))
+        plan: list[int | None] = [*keeps[:1], None, *keeps[1:]]  # None: the int8 target
+        partial, reason = False, "all candidates measured"
+        for position, keep in enumerate(plan):
+            if keep is None:
+                started = self._target_int8()
+            else:
+                levels_left = sum(1 for k in plan[position:] if k is not None)
+                started = self._draft_level(keep, levels_left, None in plan[position:])
+            if not started and not partial:
+                partial, reason = (
+                    True,
+                    f"time limit: {position} of {len(plan)} candidate groups started",
+                )
+        return partial, reason
+
+    def _draft_level(self, keep: int, levels_left: int, target_int8_left: bool) -> bool:
+        steps = self.distill_steps(keep, levels_left, target_int8_left)
+        fp32 = make_candidate(f"draft-keep-{keep}", 0, draft_recipe(keep, steps, int8=False))
+        int8 = make_candidate(f"draft-keep-{keep}", 1, draft_recipe(keep, steps, int8=True))
+        if not self.fits(steps * self.distill_step_s(keep) + self.measure_s("draft")):
+            for candidate in (fp32, int8):
+                self._skip(candidate, "draft")
+            return False
+        note = "" if steps else "not distilled: too little time left for distillation"
+        run, shared_s = self._measure(fp32, lambda: self._run(fp32), 0.0, "draft", note)
+        if run is None:
+            self._skip(int8, "draft", "not started: the fp32 draft it quantizes failed to build")
+        elif not self.fits(self.measure_s("draft")):
+            self._skip(int8, "draft")
+        else:
+            note = "; ".join(n for n in (note, "distillation shared with the fp32 draft") if n)
+            int8_step = Recipe.from_dict({"steps": [draft_int8_step()]})
+            self._measure(int8, lambda: continue_run(run, int8_step), shared_s, "draft", note)
+        return True
+
+    def _target_int8(self) -> bool:
+        candidate = make_candidate("target-int8", 0, {"steps": [draft_int8_step()]})
+        if not self.fits(self.measure_s("target")):
+            self._skip(candidate, "target")
+            return False
+        self._measure(candidate, lambda: self._run(candidate), 0.0, "target", "")
+        return True
+
+    def _run(self, candidate: Candidate) -> CompressionRun:
+        return run_recipe(self.loaded, candidate.recipe, seed=self.seed, measure_steps=False,
+                          show_progress=False)  # fmt: skip
+
+    def _skip(self, candidate: Candidate, role: str, reason: str = "") -> None:
+        result = CandidateResult.of(candidate, status="skipped", libraries=_libraries(candidate))
+        result.reason = reason or "not started: the time limit is reached"
+        result.generation, result.label = {"role": role}, f"{role}: {candidate.label}"
+        self.results.append(result)
+
+    def _measure(
+        self, candidate: Candidate, build: Callable[[], CompressionRun], earlier_s: float,
+        role: str, note: str,
+    ) -> tuple[CompressionRun | None, float]:  # fmt: skip
+        """Build (`earlier_s`: seconds of a shared prefix already spent), save, time against
+        the target alone (abandoned when far slower than the best so far), check every
+        prompt's output, score; returns the run (None when the build failed) and its compress
+        seconds. One broken candidate never ends the search."""
+        result = CandidateResult.of(candidate, libraries=_libraries(candidate))
+        result.note, result.label = note, f"{role}: {candidate.label}"
+        steps = [getattr(s, "steps", None) for s in candidate.recipe.steps if s.kind == "distill"]
+        result.generation = {"role": role, "distill_steps": steps[0] if steps else 0}
+        directory = self.out / "candidates" / candidate.id
+        started = time.perf_counter()
+        run, runner, compress_s = None, None, earlier_s
+        try:
+            run = build()
+            compress_s = earlier_s + time.perf_counter() - started
+            result.generation["compress_s"] = compress_s
+            saving = time.perf_counter()
+            variant = save_variant(run, candidate.recipe, directory, show_progress=False,
+                                   profile=False)  # fmt: skip
+            self.save_s = time.perf_counter() - saving
+            result.variant_dir = str(directory)
+            runner = self._runner(variant.module, role, self.prompts("val"), self.reference)
+            best = max([1.0] + [r.speedup for r in self.results if r.within_budget and r.speedup])
+            timing = _time(runner, self._alone(self.prompts("val")), self.deadline.slice_s(),
+                           abandon_below=0.5 * best)  # fmt: skip
+            result.paired, result.speedup = timing.to_dict(), timing.ratio
+            if timing.status == "measured":
+                runner.check_remaining()
+                self._score(result, variant.module, role, timing)
+            else:
+                result.status, result.reason = "abandoned", timing.reason
+        except OutputChanged as changed:
+            result.status = "failed"
+            result.reason = (
+                f"greedy output differs from the target's ({changed}): a draft must never "
+                "change greedy output (its verification is broken); not chosen"
+            )
+        except WattwiseError as error:
+            result.status, result.reason = "failed", str(error)
+        except Exception as error:  # noqa: BLE001 - one broken candidate must not end the search
+            result.status, result.reason = "failed", f"{type(error).__name__}: {error}"[:300]
+        if runner is not None:
+            result.generation.update(
+                acceptance_rate=runner.acceptance_rate,
+                identical_to_target=runner.identical,
+                prompts_checked=len(runner.checked),
+            )
+        result.seconds = earlier_s + time.perf_counter() - started
+        self.results.append(result)
+        info(f"{result.label}: {one_line(result)}")
+        return run, compress_s
+
+    def _runner(self, module, role: str, prompts, reference) -> DecodeRunner:
+        """A draft runs beside the target and must not change its output; an int8 target
+        runs alone (its output may change: the budget judges it)."""
+        if role == "draft":
+            return DecodeRunner(
+                self.target, prompts, self.new_tokens, module, reference, self.decode, strict=True
+            )
+        return DecodeRunner(module, prompts, self.new_tokens, None, reference, self.decode)
+
+    def _alone(self, prompts) -> DecodeRunner:
+        return DecodeRunner(self.target, prompts, self.new_tokens, decode=self.decode)
+
+    def _score(self, result: CandidateResult, module, role: str, timing: PairedTiming) -> None:
+        quality = self.baseline.quality
+        if role == "target":  # a quantized target changes its output: its quality is measured
+            quality = self.loaded.task.evaluate(forward_on_its_device(module), "val").metrics
+        result.quality = dict(quality)
+        # `or 0.0`: an unchanged lower-is-better metric gives -0.0, printed "-0.0000".
+        result.budget_value = self.budget.value(self.baseline.quality, quality) or 0.0
+        result.within_budget = self.budget.met(self.baseline.quality, quality)
+        # The target alone's cost scaled by a ratio timed in alternation with it (drift cancels).
+        result.cost = self.baseline.cost / timing.ratio
+        tokens_per_s = self.new_tokens * 1000 / timing.candidate_ms
+        result.generation.update(
+            tokens_per_s=tokens_per_s,
+            target_tokens_per_s=self.new_tokens * 1000 / timing.original_ms,
+        )
+        result.objective_display = f"{tokens_per_s:,.1f} tokens/s"
+        result.slower_than_original = timing.ratio < 1.0
+        result.status = "measured"
+
+    # -- the held-out check ---------------------------------------------------------------------
+    def confirm(self) -> dict:
+        """Re-time the best candidates, loaded back from disk, on the test prompts until one
+        holds (greedy output identical for a draft; the budget on test for an int8 target)."""
+        found: dict = {"attempts": [], "timing": None, "agreement": "", "chosen": None}
+        test_prompts = self.prompts("test")
+        reference: list[torch.Tensor] = []
+        for position, result in enumerate(rank([self.baseline, *self.results], self.objective)):
+            if result.id == "original":
+                found["chosen"], found["outcome"] = result, NO_GAIN
+                break
+            if position and self.deadline.left_with_grace() < self.measure_s(role_of(result)):
+                found["attempts"].append({"id": result.id, "skipped": "no time left"})
+                break
+            if not reference:
+                reference, _ = reference_run(
+                    self.target, test_prompts, self.new_tokens, self.decode
+                )
+            # Trusted: this search wrote these variants from the model the user named.
+            module = load_variant(result.variant_dir, trust_code=True).module
+            runner = self._runner(module, role_of(result), test_prompts, reference)
+            slice_s = max(1.0, min(SLICE_SHARE * self.deadline.limit_s,
+                                   self.deadline.left_with_grace() / 4))  # fmt: skip
+            attempt: dict = {"id": result.id, "label": result.label, "met": False}
+            found["attempts"].append(attempt)
+            try:
+                timing = _time(runner, self._alone(test_prompts), slice_s)
+                runner.check_remaining()
+            except OutputChanged:
+                attempt.update(identical_to_target=False, mismatch=runner.mismatch)
+                continue
+            attempt.update(timing=timing.to_dict(), identical_to_target=runner.identical,
+                           mismatch=runner.mismatch, acceptance_rate=runner.acceptance_rate)  # fmt: skip
+            if not self._holds_on_test(result, module, runner, attempt):
+                continue
+            found.update(chosen=result, timing=timing.to_dict())
+            found["agreement"] = agreement(result.paired, timing)
+            found["outcome"] = (
+                f"Chosen: {result.label}, {timing.describe()} the target alone's tokens/s on "
+                "held-out test prompts at batch 1."
+            )
+            break
+        return found
+
+    def _holds_on_test(self, result, module, runner: DecodeRunner, attempt: dict) -> bool:
+        if role_of(result) == "draft":
+            attempt["met"] = runner.identical
+            return runner.identical
+        task = self.loaded.task
+        before = task.evaluate(forward_on_its_device(self.target), "test").metrics
+        after = task.evaluate(forward_on_its_device(module), "test").metrics
+        attempt.update(test_quality=dict(after), met=self.budget.met(before, after))
+        return attempt["met"]
+
+
+def role_of(result: CandidateResult) -> str:
+    """ "draft", "target" (an int8 target) or "original" (the target alone)."""
+    return (result.generation or {}).get("role", "draft")
+
+
+def _libraries(candidate: Candidate) -> list[str]:
+    """The recipe's libraries beyond PyTorch, and transformers, whose `generate` decodes."""
+    return sorted({*libraries_of(candidate.recipe), "transformers"})
+
+
+def _time(
+    runner: DecodeRunner, alone: DecodeRunner, slice_s: float, abandon_below: float | None = None
+) -> PairedTiming:
+    """`runner` timed in alternation with the target alone, to ±3% or the slice's end."""
+    return time_against_original(
+        runner, alone, slice_s=slice_s, precision=0.03, min_pairs=3, abandon_below=abandon_below
+    )
