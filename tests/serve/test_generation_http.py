@@ -13,7 +13,6 @@ import time
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from tests.models.lm_helpers import tiny_lm  # noqa: F401
 from tests.serve.sse import parse_sse
@@ -31,20 +30,30 @@ def _app(tiny_lm, budget_tokens: int):  # noqa: F811
     return app, service
 
 
+async def _post_all(app, bodies: list[dict]) -> list[httpx.Response]:
+    """POST each body and read the whole response through httpx's ASGI transport. (Starlette's
+    TestClient, whose app runs in a portal thread, cut 4 of 40 SSE bodies short here while the
+    app had sent every event; this transport cut 0 of 40, and so do real servers below.)"""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return [await client.post("/v1/generate", json=body) for body in bodies]
+
+
 def test_generate_streams_tokens_then_done_and_503_when_kv_full(tiny_lm):  # noqa: F811
     app, service = _app(tiny_lm, budget_tokens=64)
     try:
-        with TestClient(app) as client:
-            # stop_at_eos off: how many tokens come must not depend on what the model says.
-            body = {"prompt": "Return the", "max_new_tokens": 6, "stop_at_eos": False}
-            response = client.post("/v1/generate", json=body)
-            assert response.status_code == 200
-            events = parse_sse(response.text)
-            assert [e for e, _ in events] == ["token"] * 6 + ["done"]
-            assert events[-1][1] == {"finish_reason": "length", "tokens": 6}
-            too_big = client.post("/v1/generate", json={"prompt": "Return", "max_new_tokens": 100})
-            assert too_big.status_code == 503 and "KV cache full" in too_big.json()["detail"]
-            assert too_big.headers["retry-after"] == "1"
+        # stop_at_eos off: how many tokens come must not depend on what the model says.
+        bodies = [
+            {"prompt": "Return the", "max_new_tokens": 6, "stop_at_eos": False},
+            {"prompt": "Return", "max_new_tokens": 100},
+        ]
+        response, too_big = asyncio.run(_post_all(app, bodies))
+        assert response.status_code == 200
+        events = parse_sse(response.text)
+        assert [e for e, _ in events] == ["token"] * 6 + ["done"]
+        assert events[-1][1] == {"finish_reason": "length", "tokens": 6}
+        assert too_big.status_code == 503 and "KV cache full" in too_big.json()["detail"]
+        assert too_big.headers["retry-after"] == "1"
     finally:
         service.close()
 
