@@ -22,14 +22,14 @@ from wattwise.measure.size import parameter_count, serialized_size_bytes
 from wattwise.models.registry import LoadedModel
 from wattwise.paths import check_creatable_dir
 from wattwise.progress import info
-from wattwise.tasks.base import forward_on_its_device
+from wattwise.tasks.base import forward_on_its_device, module_device
 
 
 def snapshot(
     module: nn.Module, loaded: LoadedModel, batch_size: int = 32, evaluate: bool = True
 ) -> Snapshot:
     """Parameters, size, FLOPs, p50 latency at `batch_size` and val quality of `module`."""
-    device = next(module.parameters(), torch.empty(0)).device
+    device = module_device(module)
     inputs = tuple(t.to(device) for t in loaded.task.example_inputs(batch_size, "val"))
     with torch.inference_mode():
         samples = time_forward(lambda: module(*inputs), QUICK_TIMING)

@@ -63,6 +63,11 @@ def grid_intensity(region: str | None) -> GridIntensity:
     return GridIntensity(key, value, year, TABLE_SOURCE)
 
 
+def grams_at(energy_j: float, g_co2e_per_kwh: float) -> float:
+    """gCO2e for `energy_j` joules at `g_co2e_per_kwh` (1 kWh = 3.6e6 J)."""
+    return energy_j / 3.6e6 * g_co2e_per_kwh
+
+
 def carbon_grams(energy_j: float, intensity: GridIntensity) -> float:
-    """gCO2e for `energy_j` joules at the region's intensity (1 kWh = 3.6e6 J)."""
-    return energy_j / 3.6e6 * intensity.g_co2e_per_kwh
+    """gCO2e for `energy_j` joules at the region's intensity."""
+    return grams_at(energy_j, intensity.g_co2e_per_kwh)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from wattwise.compress.quantize_retry import LEFT_OUT_NOTE
+from wattwise.measure.carbon import grams_at
 from wattwise.report import drafts, plots
 from wattwise.report.sections import (
     html_page,
@@ -175,7 +176,7 @@ def markdown_report(result) -> str:
         for name, prof in (("original", b), ("chosen", p)):
             key = str(result.batch_size)
             energy_kj = prof["energy_j_per_1k_by_batch"][key] * per_million / 1000
-            carbon = energy_kj * 1000 / 3.6e6 * prof["carbon_intensity_g_per_kwh"]
+            carbon = grams_at(energy_kj * 1000, prof["carbon_intensity_g_per_kwh"])
             lines.append(
                 f"| {name} | {energy_kj:.3g} | {carbon:.3g} | {prof['region']} "
                 f"({prof['carbon_intensity_g_per_kwh']:.0f} g/kWh) | {_energy_label(prof)} |"

@@ -39,8 +39,8 @@ class Workload:
     def runner(self, module: Callable) -> Callable[[], object]:
         """A callable running `module` on the next batch, cycling: two runners called the same
         number of times stay on the same batch, so each timed pair compares like with like."""
-        cycle = itertools.cycle(self.batches_for(module))
         device = module_device(module)
+        cycle = itertools.cycle(self._batches_on(device))
 
         def run() -> object:
             output = module(*next(cycle))
@@ -50,9 +50,8 @@ class Workload:
 
         return run
 
-    def batches_for(self, module: Callable) -> list[ModelInputs]:
-        """The batches on `module`'s device (copied once, outside any timing)."""
-        device = module_device(module)
+    def _batches_on(self, device: torch.device) -> list[ModelInputs]:
+        """The batches on `device` (copied once, outside any timing)."""
         if device.type == "cpu":
             return self.batches
         return [tuple(t.to(device) for t in batch) for batch in self.batches]
