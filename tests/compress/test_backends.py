@@ -9,7 +9,9 @@ import torch
 
 from tests.cli.run_cli import run_cli, run_json
 from tests.compress.quantize_helpers import STACK, compress_and_reload, loaded
+from wattwise.compress.recipe import Recipe
 from wattwise.compress.variant import load_variant
+from wattwise.errors import ConfigError
 from wattwise.models.onnx_model import OnnxModule
 
 ISSUE_RECIPE = """steps:
@@ -106,3 +108,44 @@ def test_an_onnx_variant_saved_without_a_profile_reads_its_files_where_they_land
     assert variant.module.path == tmp_path / "v" / "model.onnx"
     assert variant.module.weights_bytes() == (tmp_path / "v" / "model.onnx").stat().st_size
     assert variant.module.parameter_count() > 0
+
+
+def test_execution_plan_runs_micro_batches_on_streams_and_reloads(tmp_path):
+    # Micro-batches of 2 on two single-threaded sessions: same outputs as the eager model for
+    # batches that split unevenly, that fit one micro-batch, and one sample; the plan is saved
+    # and replayed on load, and the recipe says it needs wattwise's own runner.
+    backend = {"name": "onnxruntime", "micro_batch": 2, "streams": 2}
+    variant = compress_and_reload(STACK, [], backend, tmp_path / "v")
+    assert variant.manifest["backend_manifest"]["micro_batch"] == 2
+    assert any(
+        "execution plan: 2 streams × micro-batches of 2 samples" in n
+        for n in variant.manifest["notes"]
+    )
+    assert "wattwise" in Recipe.from_dict(variant.manifest["recipe"]).libraries
+    module = load_variant(tmp_path / "v", trust_code=True).module
+    assert module.micro_batch == 2 and len(module.stream_sessions) == 2
+    for batch in (1, 2, 7, 17):
+        inputs = loaded(STACK).task.example_inputs(batch)
+        expected = loaded(STACK).module(*inputs)
+        torch.testing.assert_close(module(*inputs), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("backend", "complaint"),
+    [
+        ({"name": "eager", "micro_batch": 2}, "onnxruntime options"),
+        ({"name": "onnxruntime", "streams": 2}, "needs micro_batch"),
+        ({"name": "onnxruntime", "micro_batch": 0}, "bad backend"),
+    ],
+)
+def test_execution_plan_options_are_checked(backend, complaint):
+    with pytest.raises(ConfigError, match=complaint):
+        Recipe.from_dict({"steps": [], "backend": backend})
+
+
+def test_token_micro_batches_hold_more_short_texts(tmp_path):
+    compress_and_reload(STACK, [], "onnxruntime", tmp_path / "v")
+    module = OnnxModule(tmp_path / "v" / "model.onnx", 2, "all", None, 2, 256)
+    assert module.micro_batch_size((torch.zeros(32, 128, dtype=torch.int64),)) == 2
+    assert module.micro_batch_size((torch.zeros(32, 32, dtype=torch.int64),)) == 8
+    assert module.micro_batch_size((torch.zeros(32, 64),)) is None  # floats: no token count

@@ -117,3 +117,21 @@ def test_deadline_and_training_budget():
     assert training_steps_that_fit(150, 15.5, 0.1) == 51
     assert training_steps_that_fit(150, 3.0, 0.1) is None
     assert Recipe().steps == []
+
+
+def test_a_planned_candidate_is_measured_in_the_first_round_beside_the_unplanned():
+    # The probe times kernels, not execution plans: the fused int8 graph with micro-batches on
+    # two streams and the same graph run whole must both be measured before any second ORT one.
+    priors = Priors(ratios={"ort_int8": 10.0, "torch_bf16": 3.9})
+    int8 = {"quantize": {"method": "int8_dynamic"}}
+    planned = _candidate(
+        {"steps": [int8], "backend": {"name": "onnxruntime", "micro_batch": 2, "streams": 2}}
+    )
+    whole = _candidate({"steps": [int8], "backend": "onnxruntime"})
+    per_tensor = _candidate(
+        {"steps": [{"quantize": {"method": "int8_dynamic", "granularity": "per_tensor"}}],
+         "backend": "onnxruntime"}
+    )  # fmt: skip
+    bf16 = _candidate({"steps": [{"cast": {"method": "bf16"}}], "backend": "eager"})
+    ordered = [c for c, _ in order_candidates([planned, whole, per_tensor, bf16], priors).order]
+    assert ordered == [planned, whole, bf16, per_tensor]

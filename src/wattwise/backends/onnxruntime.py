@@ -159,15 +159,37 @@ class OnnxRuntimeBackend:
             "optimization": spec.optimization,
             "opset": spec.opset,
             "exporter": spec.exporter,
+            "micro_batch": spec.micro_batch,
+            "micro_batch_tokens": spec.micro_batch_tokens,
+            "streams": spec.streams,
             "input_names": names,
             "deferred_step_metrics": step_metrics,
         }
-        runner = OnnxModule(Path(directory) / MODEL_FILE, threads, spec.optimization)
+        if spec.has_execution_plan:
+            notes.append(
+                f"execution plan: {spec.describe_plan()} ({max(1, threads // spec.streams)} "
+                "intra-op thread(s) per stream)"
+            )
+        runner = OnnxModule(
+            Path(directory) / MODEL_FILE,
+            threads,
+            spec.optimization,
+            spec.micro_batch,
+            spec.streams,
+            spec.micro_batch_tokens,
+        )
         return Exported(runner, [MODEL_FILE], notes, manifest, resolved)
 
     def load(self, directory: Path, manifest: dict[str, Any], source) -> nn.Module:
         facts = manifest["backend_manifest"]
-        return OnnxModule(Path(directory) / MODEL_FILE, facts["threads"], facts["optimization"])
+        return OnnxModule(
+            Path(directory) / MODEL_FILE,
+            facts["threads"],
+            facts["optimization"],
+            facts.get("micro_batch"),
+            facts.get("streams", 1),
+            facts.get("micro_batch_tokens"),
+        )
 
 
 def _ort_version() -> str:

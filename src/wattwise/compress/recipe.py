@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wattwise.backends import check_backend_name
 from wattwise.compress.steps import Step, parse_step
@@ -25,7 +25,10 @@ class BackendSpec(BaseModel):
     `threads`: intra-op threads at run time (default: torch's); `optimization`: ONNX Runtime
     graph optimization level (none, basic, extended, all); `compile_mode`: torch.compile mode;
     `exporter`: the ONNX exporter, "dynamo" (torch.export-based) or "torchscript"
-    (`torch.onnx.export(..., dynamo=False)`, measured 13% faster for MiniLM on AVX2).
+    (`torch.onnx.export(..., dynamo=False)`, measured 13% faster for MiniLM on AVX2);
+    `micro_batch` / `micro_batch_tokens` / `streams` (ONNX Runtime only): the execution plan,
+    each call's batch cut into micro-batches of that many samples (or, for token ids, that many
+    tokens) run on `streams` sessions side by side (`models.onnx_model.OnnxModule`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -36,14 +39,33 @@ class BackendSpec(BaseModel):
     compile_mode: str = "default"
     opset: int = 18
     exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    micro_batch: int | None = Field(default=None, ge=1)
+    micro_batch_tokens: int | None = Field(default=None, ge=1)
+    streams: int = Field(default=1, ge=1)
 
     @property
     def libraries(self) -> tuple[str, ...]:
-        """The libraries this backend needs (the report shows them per candidate)."""
+        """The libraries this backend needs (the report shows them per candidate); "wattwise"
+        when the variant runs through wattwise's own execution plan (no library offers it)."""
         if self.name != "onnxruntime":
             return ("torch",)
         exporter = ("onnxscript",) if self.exporter == "dynamo" else ()
-        return ("torch", *exporter, "onnxruntime")
+        plan = ("wattwise",) if self.has_execution_plan else ()
+        return ("torch", *exporter, "onnxruntime", *plan)
+
+    @property
+    def has_execution_plan(self) -> bool:
+        """Whether calls are cut into micro-batches (and run on several streams)."""
+        return self.micro_batch is not None or self.micro_batch_tokens is not None
+
+    def describe_plan(self) -> str:
+        """'2 streams × micro-batches of 256 tokens', or '' without an execution plan."""
+        if not self.has_execution_plan:
+            return ""
+        streams = f"{self.streams} streams × " if self.streams > 1 else ""
+        sizes = [f"{self.micro_batch_tokens} tokens"] if self.micro_batch_tokens else []
+        sizes += [f"{self.micro_batch} samples"] if self.micro_batch else []
+        return f"{streams}micro-batches of {' or '.join(sizes)}"
 
 
 @dataclass
@@ -78,6 +100,17 @@ class Recipe:
                 f"bad backend {backend_data!r}: fields are {', '.join(BackendSpec.model_fields)}"
             ) from error
         check_backend_name(backend.name)
+        if (backend.has_execution_plan or backend.streams > 1) and backend.name != "onnxruntime":
+            raise ConfigError(
+                f"backend {backend.name!r} has no execution plan: micro_batch, "
+                "micro_batch_tokens and streams are onnxruntime options; drop them or use "
+                "backend onnxruntime"
+            )
+        if backend.streams > 1 and not backend.has_execution_plan:
+            raise ConfigError(
+                f"streams: {backend.streams} needs micro_batch or micro_batch_tokens (the batch "
+                "is cut into micro-batches for the streams); add e.g. micro_batch: 2"
+            )
         recipe = cls(steps, backend)
         recipe.check_order()
         return recipe
@@ -98,8 +131,12 @@ class Recipe:
     def describe(self) -> str:
         """One line: 'prune structured → quantize int8_dynamic @ onnxruntime'."""
         steps = " → ".join(step.describe() for step in self.steps) or "no steps"
-        exporter = " (torchscript export)" if self.backend.exporter == "torchscript" else ""
-        return f"{steps} @ {self.backend.name}{exporter}"
+        details = [
+            "torchscript export" if self.backend.exporter == "torchscript" else "",
+            self.backend.describe_plan(),
+        ]
+        details = ", ".join(d for d in details if d)
+        return f"{steps} @ {self.backend.name}" + (f" ({details})" if details else "")
 
     @property
     def libraries(self) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -52,27 +53,91 @@ def load_onnx_session(path: Path, threads: int | None = None, optimization: str 
 
 
 class OnnxModule(nn.Module):
-    """Runs an ONNX model with ONNX Runtime; forward(*tensors) → first output as a tensor."""
+    """Runs an ONNX model with ONNX Runtime; forward(*tensors) → first output as a tensor.
 
-    def __init__(self, path: Path, threads: int | None = None, optimization: str = "all") -> None:
+    `micro_batch` (samples), `micro_batch_tokens` (tokens, for token-id inputs) and `streams`
+    are an execution plan: each call's batch is cut into micro-batches of that size, run on
+    `streams` sessions side by side (each with
+    threads // streams intra-op threads; ONNX Runtime releases the GIL while it runs). ONNX
+    Runtime has no such option: its intra-op pool splits every operator of the whole batch
+    across threads and joins after each, and MiniLM's batch-32 FFN activations (25 MB fp32) do
+    not stay in cache; micro-batches of 2 on one single-threaded session per core ran fused
+    int8 MiniLM 1.2x faster than the whole batch on one two-threaded session (2-core AVX-512
+    EPYC, docs/benchmarks.md). Batches too small to split run whole on the full-thread session.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        threads: int | None = None,
+        optimization: str = "all",
+        micro_batch: int | None = None,
+        streams: int = 1,
+        micro_batch_tokens: int | None = None,
+    ) -> None:
         super().__init__()
         self.path = Path(path)
         self.session = load_onnx_session(self.path, threads, optimization)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name
+        self.micro_batch = micro_batch
+        self.micro_batch_tokens = micro_batch_tokens
+        self.stream_sessions: list = []
+        self._pool: ThreadPoolExecutor | None = None
+        if (micro_batch or micro_batch_tokens) and streams > 1:
+            per_stream = max(1, (threads or torch.get_num_threads()) // streams)
+            self.stream_sessions = [
+                load_onnx_session(self.path, per_stream, optimization) for _ in range(streams)
+            ]
+            self._pool = ThreadPoolExecutor(streams, thread_name_prefix="wattwise-ort-stream")
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feed = {
+            name: t.detach().cpu().numpy() for name, t in zip(self.input_names, inputs, strict=True)
+        }
+        batch = len(inputs[0]) if inputs and inputs[0].dim() else 0
+        size = self.micro_batch_size(inputs)
+        if not size or batch <= size:
+            return self._run(self.session, feed)
+        parts = [
+            {name: array[start : start + size] for name, array in feed.items()}
+            for start in range(0, batch, size)
+        ]
+        if not self.stream_sessions:
+            return torch.cat([self._run(self.session, part) for part in parts])
+        count = len(self.stream_sessions)
+        shares = [
+            parts[i * len(parts) // count : (i + 1) * len(parts) // count] for i in range(count)
+        ]
+        futures = [
+            self._pool.submit(self._run_all, session, share)
+            for session, share in zip(self.stream_sessions, shares, strict=True)
+            if share
+        ]
+        return torch.cat([output for future in futures for output in future.result()])
+
+    def micro_batch_size(self, inputs: tuple[torch.Tensor, ...]) -> int | None:
+        """Samples per micro-batch: `micro_batch_tokens` ÷ the sequence length for token ids
+        (short texts get more samples per call, so ONNX Runtime's per-call cost stays small
+        beside the work), else `micro_batch`."""
+        first = inputs[0] if inputs else None
+        is_tokens = first is not None and first.dim() == 2 and not first.is_floating_point()
+        if self.micro_batch_tokens and is_tokens:
+            return max(1, self.micro_batch_tokens // max(1, first.shape[1]))
+        return self.micro_batch
+
+    def _run_all(self, session, feeds: list[dict]) -> list[torch.Tensor]:
+        return [self._run(session, feed) for feed in feeds]
+
+    def _run(self, session, feed: dict) -> torch.Tensor:
+        (output,) = session.run([self.output_name], feed)
+        return torch.from_numpy(np.ascontiguousarray(output))
 
     def input_spec(self) -> list[tuple[list, torch.dtype]]:
         """Each input's shape (ints or symbolic names) and dtype, as the graph declares them."""
         return [
             (list(i.shape), ORT_TYPES.get(i.type, torch.float32)) for i in self.session.get_inputs()
         ]
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        feed = {
-            name: t.detach().cpu().numpy() for name, t in zip(self.input_names, inputs, strict=True)
-        }
-        (output,) = self.session.run([self.output_name], feed)
-        return torch.from_numpy(np.ascontiguousarray(output))
 
     def relocate(self, directory: Path) -> None:
         """Point at the same file in `directory` (a variant saved in a staging directory that

@@ -12,6 +12,8 @@ training and get their steps cut to the time left.
 
 from __future__ import annotations
 
+import torch
+
 from wattwise.search.machine import MachineInfo
 from wattwise.search.space import SearchSpace, add_default_peers
 
@@ -52,10 +54,20 @@ def default_space(
     per_channel = _quantize("int8_dynamic", granularity="per_channel", implementation=ort)
     per_tensor = _quantize("int8_dynamic", granularity="per_tensor", implementation=ort)
     if task_output_kind == "embeddings":
+        # The same graph run through wattwise's execution plan (micro-batches of 256 tokens, one
+        # single-threaded session per core side by side): 1.1-1.2x the whole batch on one
+        # session for fused int8 MiniLM at 128 tokens, no gain on short real text
+        # (docs/benchmarks.md). Both are measured; the workload decides.
+        streams = max(1, torch.get_num_threads())
+        planned = {**ts, "micro_batch_tokens": 256, "streams": streams}
         space.add_family(
             "fused-onnxruntime-int8",
-            [{"steps": [fuse, per_channel], "backend": ts}],
-            note="cross-library: TorchScript export + ORT transformer fusion + ORT int8",
+            [
+                {"steps": [fuse, per_channel], "backend": planned},
+                {"steps": [fuse, per_channel], "backend": ts},
+            ],
+            note="cross-library: TorchScript export + ORT transformer fusion + ORT int8 "
+            "(+ wattwise's execution plan)",
         )
     space.add_family(
         "onnxruntime-int8",

@@ -124,11 +124,13 @@ def _first_of_each_path(ranked: list[tuple[int, Candidate, float]]):
     time limit before bf16 was tried (docs/benchmarks.md). Measuring one of each path first
     bounds what a wrong prior can cost.
     """
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str, bool], int] = {}
     keyed = []
     for position, entry in enumerate(ranked):
         recipe = entry[1].recipe
-        path = (compute_path(recipe), recipe.backend.name)
+        # An execution plan changes speed as much as a path does (the probe times kernels, not
+        # plans), so a planned candidate is measured in the first round beside the unplanned.
+        path = (compute_path(recipe), recipe.backend.name, recipe.backend.has_execution_plan)
         keyed.append(((trains(entry[1]), seen.get(path, 0), position), entry))
         seen[path] = seen.get(path, 0) + 1
     return [entry for _, entry in sorted(keyed, key=lambda pair: pair[0])]
