@@ -69,3 +69,22 @@ def test_cancelled_request_leaves_the_batch(tiny_lm):  # noqa: F811
     engine.run_until_idle()
     assert stream.finished and stream.finish_reason == "cancelled"
     assert len(stream.tokens) < 50 and engine.reserved_bytes == 0
+
+
+def test_requests_joining_and_leaving_a_running_batch_keep_their_greedy_tokens(tiny_lm):  # noqa: F811
+    # The batch shares one left-padded cache: a later request with a longer prompt than the
+    # batch's columns pads the batch, one with a shorter prompt is padded in, and a request
+    # leaving drops its row and the columns nobody needs; every request's tokens stay its own.
+    prompts = [p[0].tolist() for p in tiny_lm.task.prompts(4, 12)]
+    plan = [(prompts[0][:3], 6), (prompts[1][:12], 20), (prompts[2][:2], 9), (prompts[3][:7], 5)]
+    engine = ContinuousBatcher(tiny_lm.module, max_batch_size=3)
+    streams = []
+    for prompt, new in plan:
+        streams.append(engine.submit(prompt, new, stop_at_eos=False))
+        for _ in range(2):
+            engine.step()
+    engine.run_until_idle()
+    assert engine.kv.rows == 0
+    for (prompt, new), stream in zip(plan, streams, strict=True):
+        alone, _ = greedy_generate(tiny_lm.module, torch.tensor([prompt]), new, stop_at_eos=False)
+        assert stream.tokens == alone[0].tolist()

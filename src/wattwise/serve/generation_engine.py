@@ -3,13 +3,15 @@
 Requests join and leave the running batch between decode steps (Orca, Yu et al., OSDI 2022):
 each `step()` first prefills newly admitted requests, then runs ONE batched decode step for
 every running request, emits one token each, and retires the finished or cancelled. A short
-request therefore never waits for a long one. `policy="static"` admits new requests only when
-the batch is empty: the classic static batching, kept for comparison (bench/generate.py).
+request therefore never waits for a long one. `policy="static"` is the classic request-level
+batching, kept for comparison (bench/generate.py): a batch starts only when the previous one
+ended, and a request that finished early keeps its row, computed and discarded, until the
+batch's longest request ends (as transformers' `generate` does with a batch).
 
 Why our own loop rather than transformers' `generate`: `generate` runs a fixed batch to the end.
-Each request keeps its own cache (per layer, keys and values of shape (1, heads, tokens, width));
-a decode step left-pads them into one `DynamicCache`, masks the padding, passes each request's
-true position, and splits the grown cache back. KV memory is bounded: a request reserves
+The running batch shares one left-padded cache (`serve.ragged_kv_cache`): a decode step masks
+the padding, passes each request's true position and appends one column for every row; a
+request is padded in once when it joins and dropped once when it leaves. KV memory is bounded: a request reserves
 `bytes per token × (prompt + max new tokens)` at admission and is refused (`KVCacheFullError`,
 HTTP 503) when the reservations would exceed the budget.
 """
@@ -26,6 +28,7 @@ import torch
 
 from wattwise.errors import ConfigError, WattwiseError
 from wattwise.measure.generation import kv_cache_bytes
+from wattwise.serve.ragged_kv_cache import RaggedKVCache
 
 
 class KVCacheFullError(WattwiseError):
@@ -56,7 +59,6 @@ class GenerationStream:
     finished: bool = False
     cancelled: bool = False
     finish_reason: str = ""
-    cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     def cancel(self) -> None:
@@ -100,7 +102,8 @@ class ContinuousBatcher:
             self.lm.config, "max_position_embeddings", 1 << 30
         )
         self.waiting: deque[GenerationStream] = deque()
-        self.running: list[GenerationStream] = []
+        self.running: list[GenerationStream] = []  # row r of `self.kv` is running[r]
+        self.kv = RaggedKVCache()
         self.reserved_bytes = 0
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -151,7 +154,6 @@ class ContinuousBatcher:
         with stream.changed:
             stream.finished = True
             stream.finish_reason = reason or stream.finish_reason
-            stream.cache = None
             stream.changed.notify_all()
         with self._lock:
             self.reserved_bytes -= stream.reserved_bytes
@@ -167,57 +169,46 @@ class ContinuousBatcher:
                 continue
             ids = torch.tensor([stream.prompt])
             output = self.lm(input_ids=ids, use_cache=True)
-            stream.cache = [(k, v) for k, v, *_ in output.past_key_values]
-            self._emit(stream, int(output.logits[0, -1].argmax()))
+            self.kv.add([(k, v) for k, v, *_ in output.past_key_values])
             self.running.append(stream)
+            self._emit(stream, int(output.logits[0, -1].argmax()))
 
-    def _decode(self, batch: list[GenerationStream]) -> None:
-        from transformers import DynamicCache
-
-        lengths = [s.cache[0][0].shape[2] for s in batch]
-        longest = max(lengths)
-        layers = []
-        for layer in range(len(batch[0].cache)):
-            keys, values = [], []
-            for stream, length in zip(batch, lengths, strict=True):
-                key, value = stream.cache[layer]
-                pad = (0, 0, longest - length, 0)  # left-pad the token axis
-                keys.append(torch.nn.functional.pad(key, pad))
-                values.append(torch.nn.functional.pad(value, pad))
-            layers.append((torch.cat(keys), torch.cat(values)))
-        mask = torch.zeros(len(batch), longest + 1, dtype=torch.long)
-        for row, length in enumerate(lengths):
-            mask[row, longest - length :] = 1
+    def _decode(self) -> None:
         output = self.lm(
-            input_ids=torch.tensor([[s.tokens[-1]] for s in batch]),
-            attention_mask=mask,
-            position_ids=torch.tensor([[length] for length in lengths]),
-            past_key_values=DynamicCache(ddp_cache_data=layers),
+            input_ids=torch.tensor([[s.tokens[-1]] for s in self.running]),
             use_cache=True,
+            **self.kv.decode_inputs(),
         )
-        grown = [(k, v) for k, v, *_ in output.past_key_values]
-        for row, (stream, length) in enumerate(zip(batch, lengths, strict=True)):
-            start = longest - length
-            stream.cache = [
-                (k[row : row + 1, :, start:], v[row : row + 1, :, start:]) for k, v in grown
-            ]
-            self._emit(stream, int(output.logits[row, -1].argmax()))
+        self.kv.advance(output.past_key_values)
+        tokens = output.logits[:, -1].argmax(dim=-1).tolist()
+        for stream, token in zip(self.running, tokens, strict=True):
+            if not stream.finished:  # a static batch's finished rows: computed, discarded
+                self._emit(stream, token)
+
+    def _retire(self, done: list[GenerationStream]) -> None:
+        """End finished or cancelled requests; take them out of the batch and its cache, or
+        (static batching) keep their rows until the whole batch has ended."""
+        for stream in done:
+            if not stream.finished:
+                self._finish(stream, "cancelled" if stream.cancelled else None)
+        if self.policy == "static" and not all(s.finished for s in self.running):
+            return
+        gone = [s for s in self.running if s.finished]
+        self.kv.remove([self.running.index(stream) for stream in gone])
+        for stream in gone:
+            self.running.remove(stream)
 
     def step(self) -> int:
         """One iteration: admit, decode one token for every running request, retire the done.
-        Returns how many requests ran in the decode step."""
+        Returns how many rows ran in the decode step."""
         with torch.inference_mode():
             self._admit()
-            for stream in [s for s in self.running if s.cancelled or s.finish_reason]:
-                self.running.remove(stream)
-                self._finish(stream, "cancelled" if stream.cancelled else None)
-            batch = list(self.running)
-            if batch:
-                self._decode(batch)
-            for stream in [s for s in self.running if s.finish_reason]:
-                self.running.remove(stream)
-                self._finish(stream)
-        return len(batch)
+            self._retire([s for s in self.running if s.cancelled or s.finish_reason])
+            ran = len(self.running)
+            if ran:
+                self._decode()
+            self._retire([s for s in self.running if s.finish_reason])
+        return ran
 
     def run_until_idle(self) -> None:
         """Step until nothing waits or runs."""
@@ -227,6 +218,8 @@ class ContinuousBatcher:
     def fail_all(self, reason: str) -> None:
         """End every request with an error reason (the serving loop died)."""
         for stream in list(self.running) + list(self.waiting):
-            self._finish(stream, reason)
+            if not stream.finished:
+                self._finish(stream, reason)
         self.running.clear()
         self.waiting.clear()
+        self.kv = RaggedKVCache()
