@@ -141,9 +141,14 @@ class Ingress:
                 if not is_replica_failure(error):
                     raise
                 if isinstance(error, BackPressureError) and schedule.overloaded_too_long():
-                    raise ServiceUnavailable(
-                        "every model replica's queue is full; retry after Retry-After"
-                    ) from error
+                    # Shed load only at full capacity: while a dead replica is being replaced
+                    # the survivors' full queues are that replacement's gap, not overload
+                    # (a SIGKILL under 64 clients gave one 503 on a busy 2-core machine).
+                    healthy, target = await self.replica_counts()
+                    if healthy >= target:
+                        raise ServiceUnavailable(
+                            "every model replica's queue is full; retry after Retry-After"
+                        ) from error
                 self.metrics.retries += 1
                 await schedule.back_off()
 
