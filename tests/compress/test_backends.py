@@ -12,7 +12,7 @@ from tests.compress.quantize_helpers import STACK, compress_and_reload, loaded
 from wattwise.compress.recipe import Recipe
 from wattwise.compress.variant import load_variant
 from wattwise.errors import ConfigError
-from wattwise.models.onnx_model import OnnxModule
+from wattwise.models.onnx_model import OnnxModule, RunOptions
 
 ISSUE_RECIPE = """steps:
   - quantize: {method: int8_dynamic, granularity: per_channel}
@@ -115,7 +115,9 @@ def test_execution_plan_runs_micro_batches_on_streams_and_reloads(tmp_path):
     # batches that split unevenly, that fit one micro-batch, and one sample; the plan is saved
     # and replayed on load, and the recipe says it needs wattwise's own runner.
     backend = {"name": "onnxruntime", "micro_batch": 2, "streams": 2}
+    backend["disabled_optimizers"] = ["SkipLayerNormFusion"]
     variant = compress_and_reload(STACK, [], backend, tmp_path / "v")
+    assert variant.manifest["backend_manifest"]["disabled_optimizers"] == ["SkipLayerNormFusion"]
     assert variant.manifest["backend_manifest"]["micro_batch"] == 2
     assert any(
         "execution plan: 2 streams × micro-batches of 2 samples" in n
@@ -133,8 +135,9 @@ def test_execution_plan_runs_micro_batches_on_streams_and_reloads(tmp_path):
 @pytest.mark.parametrize(
     ("backend", "complaint"),
     [
-        ({"name": "eager", "micro_batch": 2}, "onnxruntime options"),
+        ({"name": "eager", "micro_batch": 2}, "are onnxruntime options"),
         ({"name": "onnxruntime", "streams": 2}, "needs micro_batch"),
+        ({"name": "eager", "disabled_optimizers": ["SkipLayerNormFusion"]}, "are onnxruntime"),
         ({"name": "onnxruntime", "micro_batch": 0}, "bad backend"),
     ],
 )
@@ -145,7 +148,9 @@ def test_execution_plan_options_are_checked(backend, complaint):
 
 def test_token_micro_batches_hold_more_short_texts(tmp_path):
     compress_and_reload(STACK, [], "onnxruntime", tmp_path / "v")
-    module = OnnxModule(tmp_path / "v" / "model.onnx", 2, "all", None, 2, 256)
+    module = OnnxModule(
+        tmp_path / "v" / "model.onnx", 2, "all", RunOptions(micro_batch_tokens=256, streams=2)
+    )
     assert module.micro_batch_size((torch.zeros(32, 128, dtype=torch.int64),)) == 2
     assert module.micro_batch_size((torch.zeros(32, 32, dtype=torch.int64),)) == 8
     assert module.micro_batch_size((torch.zeros(32, 64),)) is None  # floats: no token count

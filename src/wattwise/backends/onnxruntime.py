@@ -24,7 +24,7 @@ from torch import nn
 from wattwise.backends.base import Exported, register_backend
 from wattwise.backends.onnx_quantize import ONNX_QUANTIZERS
 from wattwise.errors import ConfigError
-from wattwise.models.onnx_model import OnnxModule
+from wattwise.models.onnx_model import OnnxModule, RunOptions
 from wattwise.tasks.base import module_device
 
 MODEL_FILE = "model.onnx"
@@ -162,6 +162,7 @@ class OnnxRuntimeBackend:
             "micro_batch": spec.micro_batch,
             "micro_batch_tokens": spec.micro_batch_tokens,
             "streams": spec.streams,
+            "disabled_optimizers": list(spec.disabled_optimizers),
             "input_names": names,
             "deferred_step_metrics": step_metrics,
         }
@@ -170,13 +171,12 @@ class OnnxRuntimeBackend:
                 f"execution plan: {spec.describe_plan()} ({max(1, threads // spec.streams)} "
                 "intra-op thread(s) per stream)"
             )
+        if spec.disabled_optimizers:
+            notes.append(
+                "ONNX Runtime graph transformers left out: " + ", ".join(spec.disabled_optimizers)
+            )
         runner = OnnxModule(
-            Path(directory) / MODEL_FILE,
-            threads,
-            spec.optimization,
-            spec.micro_batch,
-            spec.streams,
-            spec.micro_batch_tokens,
+            Path(directory) / MODEL_FILE, threads, spec.optimization, run_options(manifest)
         )
         return Exported(runner, [MODEL_FILE], notes, manifest, resolved)
 
@@ -186,10 +186,18 @@ class OnnxRuntimeBackend:
             Path(directory) / MODEL_FILE,
             facts["threads"],
             facts["optimization"],
-            facts.get("micro_batch"),
-            facts.get("streams", 1),
-            facts.get("micro_batch_tokens"),
+            run_options(facts),
         )
+
+
+def run_options(facts: dict[str, Any]) -> RunOptions:
+    """The execution plan and session options a backend manifest records (older: none)."""
+    return RunOptions(
+        micro_batch=facts.get("micro_batch"),
+        micro_batch_tokens=facts.get("micro_batch_tokens"),
+        streams=facts.get("streams", 1),
+        disabled_optimizers=tuple(facts.get("disabled_optimizers", ())),
+    )
 
 
 def _ort_version() -> str:

@@ -28,7 +28,10 @@ class BackendSpec(BaseModel):
     (`torch.onnx.export(..., dynamo=False)`, measured 13% faster for MiniLM on AVX2);
     `micro_batch` / `micro_batch_tokens` / `streams` (ONNX Runtime only): the execution plan,
     each call's batch cut into micro-batches of that many samples (or, for token ids, that many
-    tokens) run on `streams` sessions side by side (`models.onnx_model.OnnxModule`).
+    tokens) run on `streams` sessions side by side (`models.onnx_model.OnnxModule`);
+    `disabled_optimizers` (ONNX Runtime only): graph transformers the session must not apply,
+    e.g. `[SkipLayerNormFusion]` (its CPU kernel ran 1.35x slower than LayerNormalization + Add
+    on fused int8 MiniLM, docs/benchmarks.md).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -42,6 +45,7 @@ class BackendSpec(BaseModel):
     micro_batch: int | None = Field(default=None, ge=1)
     micro_batch_tokens: int | None = Field(default=None, ge=1)
     streams: int = Field(default=1, ge=1)
+    disabled_optimizers: tuple[str, ...] = ()
 
     @property
     def libraries(self) -> tuple[str, ...]:
@@ -100,11 +104,11 @@ class Recipe:
                 f"bad backend {backend_data!r}: fields are {', '.join(BackendSpec.model_fields)}"
             ) from error
         check_backend_name(backend.name)
-        if (backend.has_execution_plan or backend.streams > 1) and backend.name != "onnxruntime":
+        ort_only = backend.has_execution_plan or backend.streams > 1 or backend.disabled_optimizers
+        if ort_only and backend.name != "onnxruntime":
             raise ConfigError(
-                f"backend {backend.name!r} has no execution plan: micro_batch, "
-                "micro_batch_tokens and streams are onnxruntime options; drop them or use "
-                "backend onnxruntime"
+                f"backend {backend.name!r}: micro_batch, micro_batch_tokens, streams and "
+                "disabled_optimizers are onnxruntime options; drop them or use backend onnxruntime"
             )
         if backend.streams > 1 and not backend.has_execution_plan:
             raise ConfigError(
@@ -134,6 +138,9 @@ class Recipe:
         details = [
             "torchscript export" if self.backend.exporter == "torchscript" else "",
             self.backend.describe_plan(),
+            "without " + ", ".join(self.backend.disabled_optimizers)
+            if self.backend.disabled_optimizers
+            else "",
         ]
         details = ", ".join(d for d in details if d)
         return f"{steps} @ {self.backend.name}" + (f" ({details})" if details else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,28 @@ ORT_TYPES = {
 }
 
 
-def load_onnx_session(path: Path, threads: int | None = None, optimization: str = "all"):
+@dataclass(frozen=True)
+class RunOptions:
+    """How an ONNX model runs beyond threads and optimization level (the backend's options).
+
+    Attributes:
+        micro_batch / micro_batch_tokens / streams: the execution plan (see OnnxModule).
+        disabled_optimizers: ONNX Runtime graph transformers not to apply when the session is
+            created, by name (e.g. "SkipLayerNormFusion").
+    """
+
+    micro_batch: int | None = None
+    micro_batch_tokens: int | None = None
+    streams: int = 1
+    disabled_optimizers: tuple[str, ...] = field(default_factory=tuple)
+
+
+def load_onnx_session(
+    path: Path,
+    threads: int | None = None,
+    optimization: str = "all",
+    disabled_optimizers: tuple[str, ...] = (),
+):
     """An ONNX Runtime CPU session with graph optimizations; invalid files raise ModelLoadError."""
     import onnxruntime as ort
 
@@ -44,7 +66,9 @@ def load_onnx_session(path: Path, threads: int | None = None, optimization: str 
     if os.environ.get("WATTWISE_ORT_CUDA") == "1":
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(
+            str(path), options, providers=providers, disabled_optimizers=list(disabled_optimizers)
+        )
     except Exception as error:
         raise ModelLoadError(
             f"invalid ONNX file {path} ({str(error).splitlines()[0][:160]}); "
@@ -71,25 +95,28 @@ class OnnxModule(nn.Module):
         path: Path,
         threads: int | None = None,
         optimization: str = "all",
-        micro_batch: int | None = None,
-        streams: int = 1,
-        micro_batch_tokens: int | None = None,
+        options: RunOptions | None = None,
     ) -> None:
         super().__init__()
+        options = options or RunOptions()
+        disabled = options.disabled_optimizers
         self.path = Path(path)
-        self.session = load_onnx_session(self.path, threads, optimization)
+        self.session = load_onnx_session(self.path, threads, optimization, disabled)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name
-        self.micro_batch = micro_batch
-        self.micro_batch_tokens = micro_batch_tokens
+        self.micro_batch = options.micro_batch
+        self.micro_batch_tokens = options.micro_batch_tokens
         self.stream_sessions: list = []
         self._pool: ThreadPoolExecutor | None = None
-        if (micro_batch or micro_batch_tokens) and streams > 1:
-            per_stream = max(1, (threads or torch.get_num_threads()) // streams)
+        if (self.micro_batch or self.micro_batch_tokens) and options.streams > 1:
+            per_stream = max(1, (threads or torch.get_num_threads()) // options.streams)
             self.stream_sessions = [
-                load_onnx_session(self.path, per_stream, optimization) for _ in range(streams)
+                load_onnx_session(self.path, per_stream, optimization, disabled)
+                for _ in range(options.streams)
             ]
-            self._pool = ThreadPoolExecutor(streams, thread_name_prefix="wattwise-ort-stream")
+            self._pool = ThreadPoolExecutor(
+                options.streams, thread_name_prefix="wattwise-ort-stream"
+            )
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         feed = {
