@@ -79,15 +79,15 @@ def load_onnx_session(
 class OnnxModule(nn.Module):
     """Runs an ONNX model with ONNX Runtime; forward(*tensors) → first output as a tensor.
 
-    `micro_batch` (samples), `micro_batch_tokens` (tokens, for token-id inputs) and `streams`
-    are an execution plan: each call's batch is cut into micro-batches of that size, run on
-    `streams` sessions side by side (each with
-    threads // streams intra-op threads; ONNX Runtime releases the GIL while it runs). ONNX
-    Runtime has no such option: its intra-op pool splits every operator of the whole batch
-    across threads and joins after each, and MiniLM's batch-32 FFN activations (25 MB fp32) do
-    not stay in cache; micro-batches of 2 on one single-threaded session per core ran fused
-    int8 MiniLM 1.2x faster than the whole batch on one two-threaded session (2-core AVX-512
-    EPYC, docs/benchmarks.md). Batches too small to split run whole on the full-thread session.
+    `options` (RunOptions) may hold an execution plan: each call's batch is cut into
+    micro-batches (`micro_batch` samples, or `micro_batch_tokens` tokens for token ids) run on
+    `streams` sessions side by side, each with threads // streams intra-op threads (ONNX
+    Runtime releases the GIL while it runs). ONNX Runtime has no such option: its intra-op pool
+    splits every operator of the whole batch across threads and joins after each, and MiniLM's
+    batch-32 FFN activations (25 MB fp32) do not stay in cache; micro-batches of 2 on one
+    single-threaded session per core ran fused int8 MiniLM 1.2x faster than the whole batch on
+    one two-threaded session (2-core AVX-512 EPYC, docs/benchmarks.md). Batches too small to
+    split run whole on the full-thread session.
     """
 
     def __init__(
