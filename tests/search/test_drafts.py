@@ -195,3 +195,17 @@ def test_a_faster_draft_is_chosen_rechecked_after_reload_and_saved_for_generate(
     write_report(result, out)
     markdown = (out / "report.md").read_text()
     assert "CHOSEN" in markdown and "Held-out check" in markdown
+
+
+def test_an_earlier_runs_draft_and_variant_are_removed_but_nothing_else(tmp_path):
+    from wattwise.search.optimize_drafts import remove_stale_choices
+
+    for name in ("draft", "variant"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "variant.json").write_text("{}")
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "variant.json").write_text("{}")
+    (tmp_path / "draft-notes").mkdir()  # not a name the search writes
+    remove_stale_choices(tmp_path)
+    assert not (tmp_path / "draft").exists() and not (tmp_path / "variant").exists()
+    assert (tmp_path / "best").is_dir() and (tmp_path / "draft-notes").is_dir()

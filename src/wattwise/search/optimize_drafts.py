@@ -4,6 +4,7 @@ load and check the model, run the search within the deadline, save the choice, a
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,9 +75,21 @@ def search_drafts(
     return _result(search, model, budget_spec, objective, found, partial, reason)
 
 
+def remove_stale_choices(out: Path) -> None:
+    """Remove OUT/draft and OUT/variant left by an earlier run: this run's report may choose the
+    target alone, and `generate --draft OUT/draft` must not pick up an older run's draft. Only
+    variant directories (with a variant.json) are removed."""
+    for name in ("draft", "variant"):
+        path = Path(out) / name
+        if (path / "variant.json").is_file():
+            shutil.rmtree(path)
+
+
 def _result(search, model, budget, objective, found, partial, reason) -> DraftSearchResult:
     chosen = found.get("chosen")
     role, directory, usage = "", "", f"wattwise generate {model} --prompt TEXT"
+    if not partial:
+        remove_stale_choices(search.out)
     if chosen is not None and chosen.id != "original":
         role = role_of(chosen)
         directory = str(search.out / ("draft" if role == "draft" else "variant"))
