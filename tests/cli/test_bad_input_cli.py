@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.bad_inputs import make_bad_files
-from tests.cli.run_cli import run_cli, run_in_process
+from tests.cli.run_cli import assert_one_line_error, run_cli, run_in_process
 
 STACK = "tests.helpers:linear_stack"
 
@@ -431,3 +431,17 @@ def test_an_internal_error_prints_one_line_and_logs_the_traceback(monkeypatch, t
     log = line.split("the traceback is in ")[1].split(";")[0]
     text = Path(log).read_text()
     assert "Traceback" in text and "ZeroDivisionError" in text
+
+
+def test_serve_on_a_port_another_server_listens_on_is_refused_before_ray_starts():
+    # Ray Serve's proxy binds with SO_REUSEPORT: without this check a second server would
+    # start on the same port and silently take half of the first one's connections.
+    import socket
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        done = run_in_process("serve", "digits-cnn", "--port", str(port))
+    assert_one_line_error(done, f"port {port} on 127.0.0.1 is already in use", "--port")

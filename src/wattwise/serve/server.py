@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -173,6 +174,8 @@ def start_server(settings: ServeSettings, signature: ModelSignature | None = Non
     `signature`: the model's, when the caller already loaded it (model_signature).
     """
     settings = settings.checked()
+    if not settings.address:
+        check_port_free(settings.host, settings.port)
     if signature is None:
         signature = model_signature(settings)  # before Ray: a bad spec costs no Ray start
     runtime = start_ray(settings)
@@ -193,6 +196,25 @@ def start_server(settings: ServeSettings, signature: ModelSignature | None = Non
             serve.shutdown() if runtime.owns_cluster else serve.delete(APP_NAME)
         runtime.shutdown()
         raise
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError when something already listens on host:port.
+
+    Ray Serve's HTTP proxy binds with SO_REUSEPORT, so a second `wattwise serve` on the same
+    port would start, and the kernel would then split connections between the two servers.
+    A plain bind (no SO_REUSEPORT) fails on a listening port; a port in TIME_WAIT passes.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ConfigError(
+                f"port {port} on {host} is already in use ({error.strerror}; another wattwise "
+                "serve?); stop that server or choose another --port"
+            ) from error
 
 
 def swap_model(settings: ServeSettings) -> ModelSignature:
