@@ -135,3 +135,17 @@ def test_a_planned_candidate_is_measured_in_the_first_round_beside_the_unplanned
     bf16 = _candidate({"steps": [{"cast": {"method": "bf16"}}], "backend": "eager"})
     ordered = [c for c, _ in order_candidates([planned, whole, per_tensor, bf16], priors).order]
     assert ordered == [planned, whole, bf16, per_tensor]
+
+
+def test_disagreement_names_the_side_whose_time_moved():
+    from wattwise.search.confirm import agreement
+    from wattwise.search.timing import PairedTiming
+
+    held_out = PairedTiming("measured", 4.85, 4.72, 4.99, 107.0, 513.4, 11, 1, 10.0, "")
+    search = {"ratio": 6.47, "ratio_low": 6.29, "ratio_high": 6.65}
+    moved = agreement({**search, "candidate_ms": 105.7, "original_ms": 681.5}, held_out)
+    assert moved.startswith("differs") and "the original's time per batch changed -25%" in moved
+    assert "candidate's +1%" in moved
+    assert "machine's speed changed" in agreement(search, held_out)  # no per-side times
+    close = {"ratio": 4.9, "ratio_low": 4.7, "ratio_high": 5.1}
+    assert agreement(close, held_out).startswith("agrees")

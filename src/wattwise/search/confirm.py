@@ -161,9 +161,32 @@ def agreement(search_timing: dict[str, Any] | None, held_out) -> str:
         )
     return (
         f"differs: search {search_timing['ratio']:.2f}x ({low:.2f}–{high:.2f}) vs held-out "
-        f"{held_out.describe()}; the intervals do not overlap, so the machine's speed changed "
-        "between the two (another process, thermal or frequency changes) or the test inputs "
-        "differ in a way that matters (e.g. sequence lengths)"
+        f"{held_out.describe()}; the intervals do not overlap{_which_side_moved(search_timing, held_out)}"
+    )
+
+
+def _which_side_moved(search_timing: dict[str, Any], held_out) -> str:
+    """Name the side whose time per batch changed between the search and the held-out check
+    (a drift of the original alone inflates or deflates the search's ratio)."""
+    moves = {
+        side: held / searched - 1
+        for side, searched, held in (
+            ("candidate", search_timing.get("candidate_ms"), held_out.candidate_ms),
+            ("original", search_timing.get("original_ms"), held_out.original_ms),
+        )
+        if searched and held
+    }
+    if len(moves) < 2:
+        return (
+            ": the machine's speed changed between the two, or the test inputs differ in a way "
+            "that matters (e.g. sequence lengths)"
+        )
+    moved = max(moves, key=lambda side: abs(moves[side]))
+    other = "original" if moved == "candidate" else "candidate"
+    return (
+        f": the {moved}'s time per batch changed {moves[moved]:+.0%} between the search and "
+        f"the held-out check, the {other}'s {moves[other]:+.0%} (another process, frequency "
+        "changes, or inputs that differ in a way that matters, e.g. sequence lengths)"
     )
 
 
