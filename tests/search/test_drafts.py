@@ -209,3 +209,34 @@ def test_an_earlier_runs_draft_and_variant_are_removed_but_nothing_else(tmp_path
     remove_stale_choices(tmp_path)
     assert not (tmp_path / "draft").exists() and not (tmp_path / "variant").exists()
     assert (tmp_path / "best").is_dir() and (tmp_path / "draft-notes").is_dir()
+
+
+def test_the_target_alone_row_shows_its_speed_in_the_pairs_not_its_colder_first_pass():
+    from wattwise.search.machine import machine_info
+    from wattwise.search.results import CandidateResult, DraftSearchResult
+
+    baseline = CandidateResult(
+        "original", "original", 0, "target alone", {}, status="measured",
+        generation={"role": "original", "tokens_per_s": 573.3},
+    )  # fmt: skip
+    drafts = [
+        CandidateResult(
+            f"d{i}",
+            "drafts",
+            i,
+            f"draft {i}",
+            {},
+            status="measured",
+            generation={"role": "draft", "tokens_per_s": 400.0, "target_tokens_per_s": rate},
+        )
+        for i, rate in enumerate((853.5, 886.1, 870.0))
+    ]
+    result = DraftSearchResult(
+        model="tiny-lm", budget=None, objective=None, device="cpu", seed=0, time_limit_s=60,
+        baseline=baseline, candidates=drafts, chosen=baseline, chosen_variant="",
+        chosen_role="", usage="", workload="", confirmation={}, partial=False, stop_reason="",
+        elapsed_s=1.0, machine=machine_info(),
+    )  # fmt: skip
+    row = result.table()[0]
+    assert row["tokens_per_s"] == 870.0 and row["tokens_per_s_from"] == "median in the pairs"
+    assert result.table()[1]["tokens_per_s_from"] == "own timed calls"

@@ -42,6 +42,8 @@ def _rows(result: DraftSearchResult) -> list[list[str]]:
             speed = f"{row['speedup']:.2f}x"
         identical = row["identical_to_target"]
         notes = [n for n in ("CHOSEN" if row["chosen"] else "", candidate.note) if n]
+        if row["tokens_per_s_from"] == "median in the pairs":
+            notes.append("tokens/s: its median as timed in the candidates' pairs")
         if candidate.status != "measured" and candidate.reason:
             notes.append(candidate.reason)
         elif candidate.status == "measured" and not candidate.within_budget:
