@@ -24,6 +24,7 @@ from torch import nn
 
 from wattwise.compress.torch_quantize import quantize_with_record
 from wattwise.errors import ConfigError, WattwiseError
+from wattwise.tasks.base import module_device
 
 LEFT_OUT_NOTE = "left out of quantization"
 # Above this many layers, one-at-a-time isolation costs more than it is worth.
@@ -140,7 +141,7 @@ def quantize_leaving_out_breakers(
             raise
         except Exception as error:  # any failure of the third-party quantizer
             if not left_out:  # when the unquantized model fails too, the failure is not ours
-                home = next(pristine.parameters(), torch.empty(0)).device
+                home = module_device(pristine)
                 run_probe(pristine, tuple(t.to(home) for t in probe_inputs))
             culprits, failed_in = layers_to_leave_out(candidate, error, layers)
             text = _error_text(error)
