@@ -24,7 +24,7 @@ from torch import nn
 from wattwise.backends.base import Exported, register_backend
 from wattwise.backends.onnx_quantize import ONNX_QUANTIZERS
 from wattwise.errors import ConfigError
-from wattwise.models.onnx_model import OnnxModule, RunOptions
+from wattwise.models.onnx_model import OnnxModule, RunOptions, threads_per_stream
 from wattwise.tasks.base import module_device
 
 MODEL_FILE = "model.onnx"
@@ -168,8 +168,8 @@ class OnnxRuntimeBackend:
         }
         if spec.has_execution_plan:
             notes.append(
-                f"execution plan: {spec.describe_plan()} ({max(1, threads // spec.streams)} "
-                "intra-op thread(s) per stream)"
+                f"execution plan: {spec.describe_plan()} "
+                f"({threads_per_stream(threads, spec.streams)} intra-op thread(s) per stream)"
             )
         if spec.disabled_optimizers:
             notes.append(

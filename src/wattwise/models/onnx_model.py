@@ -76,6 +76,11 @@ def load_onnx_session(
         ) from error
 
 
+def threads_per_stream(threads: int, streams: int) -> int:
+    """Intra-op threads of each stream session when `threads` are shared by `streams`."""
+    return max(1, threads // streams)
+
+
 class OnnxModule(nn.Module):
     """Runs an ONNX model with ONNX Runtime; forward(*tensors) → first output as a tensor.
 
@@ -109,7 +114,7 @@ class OnnxModule(nn.Module):
         self.stream_sessions: list = []
         self._pool: ThreadPoolExecutor | None = None
         if (self.micro_batch or self.micro_batch_tokens) and options.streams > 1:
-            per_stream = max(1, (threads or torch.get_num_threads()) // options.streams)
+            per_stream = threads_per_stream(threads or torch.get_num_threads(), options.streams)
             self.stream_sessions = [
                 load_onnx_session(self.path, per_stream, optimization, disabled)
                 for _ in range(options.streams)
