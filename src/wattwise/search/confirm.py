@@ -161,7 +161,8 @@ def agreement(search_timing: dict[str, Any] | None, held_out) -> str:
         )
     return (
         f"differs: search {search_timing['ratio']:.2f}x ({low:.2f}–{high:.2f}) vs held-out "
-        f"{held_out.describe()}; the intervals do not overlap{_which_side_moved(search_timing, held_out)}"
+        f"{held_out.describe()}; the intervals do not overlap"
+        + _which_side_moved(search_timing, held_out)
     )
 
 

@@ -11,9 +11,9 @@ batch's longest request ends (as transformers' `generate` does with a batch).
 Why our own loop rather than transformers' `generate`: `generate` runs a fixed batch to the end.
 The running batch shares one left-padded cache (`serve.ragged_kv_cache`): a decode step masks
 the padding, passes each request's true position and appends one column for every row; a
-request is padded in once when it joins and dropped once when it leaves. KV memory is bounded: a request reserves
-`bytes per token × (prompt + max new tokens)` at admission and is refused (`KVCacheFullError`,
-HTTP 503) when the reservations would exceed the budget.
+request is padded in once when it joins and dropped once when it leaves. KV memory is bounded:
+a request reserves `bytes per token × (prompt + max new tokens)` at admission and is refused
+(`KVCacheFullError`, HTTP 503) when the reservations would exceed the budget.
 """
 
 from __future__ import annotations
