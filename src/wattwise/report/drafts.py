@@ -9,6 +9,7 @@ from wattwise.report.sections import (
     html_table,
     machine_lines,
     markdown_heading,
+    markdown_table,
     quality_text,
 )
 from wattwise.search.results import DraftSearchResult
@@ -102,11 +103,8 @@ def markdown_report(result: DraftSearchResult) -> str:
         "",
         "## Candidates",
         "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "---|" * len(HEADERS),
+        *markdown_table(HEADERS, _rows(result)),
     ]
-    for row in _rows(result):
-        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
     attempts = result.confirmation.get("attempts") or []
     if attempts:
         lines += ["", "## Held-out check (test prompts, reloaded from disk)", ""]

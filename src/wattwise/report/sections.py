@@ -35,6 +35,12 @@ def machine_lines(machine) -> list[str]:
     ]
 
 
+def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table as lines ("|" inside a cell becomes "/")."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+
+
 def html_table(headers: list[str], rows: list[list[str]]) -> str:
     """An HTML table, every cell escaped."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)

@@ -17,6 +17,7 @@ from wattwise.report.sections import (
     html_table,
     machine_lines,
     markdown_heading,
+    markdown_table,
     quality_text,
     write_files,
 )
@@ -182,9 +183,8 @@ def markdown_report(result) -> str:
                 f"({prof['carbon_intensity_g_per_kwh']:.0f} g/kWh) | {_energy_label(prof)} |"
             )
         lines += ["", f"Carbon intensity: {p['carbon_source']}.", ""]
-    lines += ["## Candidates", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    for r in [result.baseline, *result.candidates]:
-        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in _row(result, r)) + " |")
+    rows = [_row(result, r) for r in [result.baseline, *result.candidates]]
+    lines += ["## Candidates", "", *markdown_table(HEADERS, rows)]
     rejected = [
         r
         for r in result.candidates
