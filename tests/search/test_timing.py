@@ -33,7 +33,7 @@ def test_far_slower_candidate_is_abandoned_after_two_pairs():
         _sleeper(0.05), _sleeper(0.0005), slice_s=10.0, abandon_below=0.5
     )
     assert timing.status == "abandoned" and timing.pairs == 2
-    assert timing.reason.startswith("abandoned: ") and "after 2 batches" in timing.reason
+    assert timing.reason.endswith("half the best so far)") and "x after 2 batches" in timing.reason
     assert timing.seconds < 5.0
 
 

@@ -181,7 +181,7 @@ def time_against_original(
             if best_seen < abandon_below:
                 status = "abandoned"
                 reason = (
-                    f"abandoned: {math.exp(float(np.mean(log_ratios))):.2f}x after {pairs} "
+                    f"{math.exp(float(np.mean(log_ratios))):.2f}x after {pairs} "
                     f"batches (below {abandon_below:.2f}x, half the best so far)"
                 )
                 break
@@ -195,7 +195,7 @@ def time_against_original(
     if status == "measured" and below:
         status = "abandoned"
         reason = (
-            f"abandoned: {math.exp(float(np.mean(log_ratios))):.2f}x after {len(log_ratios)} "
+            f"{math.exp(float(np.mean(log_ratios))):.2f}x after {len(log_ratios)} "
             f"batches (below {abandon_below:.2f}x, half the best so far)"
         )
     ratio, low, high = _interval(log_ratios)
