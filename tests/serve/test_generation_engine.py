@@ -88,3 +88,17 @@ def test_requests_joining_and_leaving_a_running_batch_keep_their_greedy_tokens(t
     for (prompt, new), stream in zip(plan, streams, strict=True):
         alone, _ = greedy_generate(tiny_lm.module, torch.tensor([prompt]), new, stop_at_eos=False)
         assert stream.tokens == alone[0].tolist()
+
+
+def test_tokens_stay_exact_when_the_cache_outgrows_its_preallocated_columns(tiny_lm):  # noqa: F811
+    # Decode steps write into spare columns; past HEADROOM_COLUMNS the buffers grow (a copy).
+    from wattwise.serve.ragged_kv_cache import HEADROOM_COLUMNS
+
+    prompts = [p[0].tolist() for p in tiny_lm.task.prompts(2, 10)]
+    plan = [(prompts[0][:10], HEADROOM_COLUMNS + 30), (prompts[1][:4], HEADROOM_COLUMNS + 10)]
+    engine = ContinuousBatcher(tiny_lm.module, max_batch_size=2)
+    streams = [engine.submit(prompt, new, stop_at_eos=False) for prompt, new in plan]
+    engine.run_until_idle()
+    for (prompt, new), stream in zip(plan, streams, strict=True):
+        alone, _ = greedy_generate(tiny_lm.module, torch.tensor([prompt]), new, stop_at_eos=False)
+        assert stream.tokens == alone[0].tolist()

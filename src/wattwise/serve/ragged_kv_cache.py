@@ -8,12 +8,22 @@ right-aligned (left padding, masked), the decode step appends one column for eve
 place, a joining request is padded to the batch's length once, and a leaving row is dropped
 once (with the leading columns no row needs any more). transformers has no such ragged batch
 cache for plain `generate`, which runs a fixed batch to its end.
+
+Each layer's keys and values live in a buffer with spare columns (`_PreallocatedLayer`): a decode
+step writes its one new column in place. transformers' `DynamicLayer` concatenates instead,
+copying the whole cache at every step: measured on tiny-lm, 8 rows, ~200 columns, that copy
+was 12 % of a decode step.
 """
 
 from __future__ import annotations
 
 import torch
 from torch.nn import functional
+from transformers.cache_utils import DynamicLayer
+
+# Spare columns allocated beyond a layer's current length, so decode steps write in place; a
+# layer that runs out grows by at least this much (or half its length) at once.
+HEADROOM_COLUMNS = 64
 
 
 class RaggedKVCache:
@@ -74,7 +84,8 @@ class RaggedKVCache:
         from transformers import DynamicCache
 
         if self._cache is None:
-            self._cache = DynamicCache(ddp_cache_data=self.layers)
+            self._cache = DynamicCache()
+            self._cache.layers = [_PreallocatedLayer(k, v) for k, v in self.layers]
         columns = self.columns
         mask = torch.zeros(self.rows, columns + 1, dtype=torch.long)
         for row, length in enumerate(self.lengths):
@@ -92,3 +103,41 @@ class RaggedKVCache:
 def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
     missing = width - tensor.shape[2]
     return functional.pad(tensor, (0, 0, missing, 0)) if missing else tensor
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A transformers cache layer whose keys/values are views of buffers with spare columns."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self._length = keys.shape[2]
+        self._key_buffer = _with_room(keys, self._length + HEADROOM_COLUMNS)
+        self._value_buffer = _with_room(values, self._length + HEADROOM_COLUMNS)
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys = self._key_buffer[:, :, : self._length]
+        self.values = self._value_buffer[:, :, : self._length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        """Write the new columns in place (growing the buffers when full); all columns back."""
+        end = self._length + key_states.shape[2]
+        if end > self._key_buffer.shape[2]:
+            room = end + max(HEADROOM_COLUMNS, end // 2)
+            self._key_buffer = _with_room(self.keys, room)
+            self._value_buffer = _with_room(self.values, room)
+        self._key_buffer[:, :, self._length : end] = key_states
+        self._value_buffer[:, :, self._length : end] = value_states
+        self._length = end
+        self._expose()
+        return self.keys, self.values
+
+
+def _with_room(tensor: torch.Tensor, columns: int) -> torch.Tensor:
+    """A (rows, heads, `columns`, width) buffer holding `tensor` in its first columns."""
+    rows, heads, length, width = tensor.shape
+    buffer = tensor.new_empty(rows, heads, columns, width)
+    buffer[:, :, :length] = tensor
+    return buffer
