@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import torch
@@ -149,3 +150,30 @@ def test_disagreement_names_the_side_whose_time_moved():
     assert "machine's speed changed" in agreement(search, held_out)  # no per-side times
     close = {"ratio": 4.9, "ratio_low": 4.7, "ratio_high": 5.1}
     assert agreement(close, held_out).startswith("agrees")
+
+
+def test_no_timed_call_starts_right_after_the_other_side_ran(monkeypatch):
+    # A thread pool spinning after one side's call must not be timed against the other side:
+    # every switch of side is preceded by an untimed pause.
+    from wattwise.search import timing as timing_module
+
+    events: list[str] = []
+    real_sleep = time.sleep
+
+    def recording_sleep(seconds: float) -> None:
+        if seconds == timing_module.SWITCH_PAUSE_S:
+            events.append("pause")
+        real_sleep(seconds if seconds != timing_module.SWITCH_PAUSE_S else 0.001)
+
+    monkeypatch.setattr(timing_module.time, "sleep", recording_sleep)
+    time_against_original(
+        lambda: events.append("c") or real_sleep(0.002),
+        lambda: events.append("o") or real_sleep(0.002),
+        slice_s=1.0,
+        min_pairs=6,
+        precision=1e-9,
+        max_pairs=6,
+    )
+    timed = events[events.index("pause") - 1 :]  # from the first pair on (after warm-ups)
+    switches = [(a, b) for a, b in itertools.pairwise(timed) if {a, b} == {"c", "o"}]
+    assert timed.count("pause") == 6 and not switches

@@ -25,6 +25,13 @@ from scipy import stats
 # timed at the resolution of the clock and the loop's own overhead.
 SAMPLE_TARGET_S = 0.005
 
+# Idle time, not timed, before the second side of each pair. A thread pool keeps spinning for a
+# while after a call returns (ONNX Runtime's intra-op workers by default): measured here, a
+# micro-batched ONNX Runtime call right after a 2-thread ONNX Runtime call took 1.2-1.3x its
+# time after itself, with 20 ms of pause 1.1x, with 100 ms 1.0x. Alone in a server, a
+# model's spinning only competes with itself, so neither side is timed inside the other's spin.
+SWITCH_PAUSE_S = 0.1
+
 
 @dataclass
 class PairedTiming:
@@ -162,15 +169,18 @@ def time_against_original(
     reason = f"the {slice_s:.0f} s slice was spent"
     status = "measured"
     while len(log_ratios) < max_pairs:
-        pair_cost = candidate_calls * candidate_s + original_calls * original_s
+        pair_cost = candidate_calls * candidate_s + original_calls * original_s + SWITCH_PAUSE_S
         if time.perf_counter() + pair_cost > deadline and len(log_ratios) >= 1:
             break
-        # Alternate which goes first, so neither always runs on a warmer cache.
+        # Alternate which goes first, so neither always runs on a warmer cache (the side that
+        # ran last goes first in the next pair, so each pair has one switch of side).
         if len(log_ratios) % 2 == 0:
             original_s = _timed(original, original_calls)
+            time.sleep(SWITCH_PAUSE_S)
             candidate_s = _timed(candidate, candidate_calls)
         else:
             candidate_s = _timed(candidate, candidate_calls)
+            time.sleep(SWITCH_PAUSE_S)
             original_s = _timed(original, original_calls)
         candidate_times.append(candidate_s)
         original_times.append(original_s)
