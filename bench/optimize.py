@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 import wattwise
 
 
@@ -124,7 +126,10 @@ def main() -> None:
             )
             if best.id not in compared:
                 compared[best.id] = head_to_head(args.model, out, chosen, best)
-            print(f"  head to head: chosen ÷ it {compared[best.id].describe()}")
+            print(
+                f"  head to head: chosen ÷ it {compared[best.id].describe()} "
+                f"(torch threads now: {torch.get_num_threads()})"
+            )
     corpus = result.confirmation.get("corpus_timing")
     if corpus:
         print(
