@@ -30,6 +30,7 @@ class MachineInfo:
     python: str
     platform: str
     versions: dict[str, str] = field(default_factory=dict)
+    allocator: str = ""  # measure.allocator's note, when the search fixed glibc's thresholds
 
     @property
     def has_int8_dot_product(self) -> bool:

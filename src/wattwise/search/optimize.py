@@ -16,6 +16,7 @@ from pathlib import Path
 
 from wattwise.compress.variant import copy_variant, open_model
 from wattwise.errors import ConfigError
+from wattwise.measure.allocator import steady_allocator
 from wattwise.models.registry import LoadedModel, ModelOptions
 from wattwise.paths import check_creatable_dir, ensure_writable_dir
 from wattwise.progress import info
@@ -100,11 +101,13 @@ def optimize(
         _check_generation_settings(space, workload, resume, device, region)
         return search_drafts(model, budget, deadline, out, seed=seed, options=options)
     check_creatable_dir(Path(out))  # fail fast, but create nothing before the input is valid
+    allocator = steady_allocator()  # before the model loads: every timing sees the same malloc
     load_started = time.perf_counter()
     loaded = open_model(model, options)
     load_s = time.perf_counter() - load_started
     budget_spec = parse_budget(budget, loaded.task) if budget else default_budget(loaded.task)
     machine = machine_info()
+    machine.allocator = allocator
     if space:
         search_space = load_space_yaml(space)
     else:

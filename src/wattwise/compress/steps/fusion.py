@@ -50,12 +50,14 @@ def use_eager_attention(module: nn.Module) -> nn.Module:
 @register_step(refuse_outside_onnxruntime)
 class TransformerFusion(OnnxRuntimeStep):
     """`fuse: {method: onnxruntime_transformer, model_type, num_heads, hidden_size, opt_level,
-    attention}`.
+    attention, gelu_approximation}`.
 
     `num_heads`/`hidden_size` 0: read from the model's Hugging Face config. `opt_level` is the
     optimizer's ONNX Runtime level: 1 (basic) is what lets Attention fuse on a graph that
     symbolic shape inference cannot read (level 0 fused only BiasGelu on MiniLM). `attention:
     eager` exports Hugging Face models with eager attention so the Attention pattern matches.
+    `gelu_approximation: true` turns (Bias)Gelu into FastGelu, the tanh approximation (the
+    optimizer's `enable_gelu_approximation`): a different function, so the budget decides.
     """
 
     kind = "fuse"
@@ -70,6 +72,7 @@ class TransformerFusion(OnnxRuntimeStep):
     hidden_size: int = 0
     opt_level: Literal[0, 1] = 1
     attention: Literal["eager", "unchanged"] = "eager"
+    gelu_approximation: bool = False
 
     def prepare_export(self, module: nn.Module) -> nn.Module:
         """Eager attention for the export when asked (the module is already a copy)."""
@@ -93,9 +96,12 @@ def onnx_transformer_fusion(
     context, module: nn.Module, step: TransformerFusion, source: Path, target: Path
 ):
     """`optimize_model` on the exported graph; notes and metrics carry the fused op counts."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     heads, hidden = step.shape(module)
+    options = FusionOptions(step.model_type)
+    options.enable_gelu_approximation = step.gelu_approximation
     optimized = optimize_model(
         str(source),
         model_type=step.model_type,
@@ -104,6 +110,7 @@ def onnx_transformer_fusion(
         opt_level=step.opt_level,
         use_gpu=False,
         only_onnxruntime=False,
+        optimization_options=options,
     )
     optimized.save_model_to_file(str(target), use_external_data_format=False)
     fused = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
