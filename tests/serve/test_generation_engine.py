@@ -78,6 +78,7 @@ def test_requests_joining_and_leaving_a_running_batch_keep_their_greedy_tokens(t
     prompts = [p[0].tolist() for p in tiny_lm.task.prompts(4, 12)]
     plan = [(prompts[0][:3], 6), (prompts[1][:12], 20), (prompts[2][:2], 9), (prompts[3][:7], 5)]
     engine = ContinuousBatcher(tiny_lm.module, max_batch_size=3)
+    assert engine.kv.sdpa_mask  # tiny-lm attends with SDPA: the ready-made 4D mask is used
     streams = []
     for prompt, new in plan:
         streams.append(engine.submit(prompt, new, stop_at_eos=False))
@@ -101,4 +102,21 @@ def test_tokens_stay_exact_when_the_cache_outgrows_its_preallocated_columns(tiny
     engine.run_until_idle()
     for (prompt, new), stream in zip(plan, streams, strict=True):
         alone, _ = greedy_generate(tiny_lm.module, torch.tensor([prompt]), new, stop_at_eos=False)
+        assert stream.tokens == alone[0].tolist()
+
+
+def test_eager_attention_models_get_the_two_dimensional_padding_mask(tiny_lm):  # noqa: F811
+    # SDPA models take a ready-made boolean 4D mask; others (eager attention adds the mask to
+    # the scores) must keep the 2D one. Padded rows must still give each request its tokens.
+    import copy
+
+    model = copy.deepcopy(tiny_lm.module)
+    model.lm.set_attn_implementation("eager")
+    prompts = [p[0, :n].tolist() for p, n in zip(tiny_lm.task.prompts(2, 9), (3, 9), strict=True)]
+    engine = ContinuousBatcher(model, max_batch_size=2)
+    assert not engine.kv.sdpa_mask
+    streams = [engine.submit(prompt, 6, stop_at_eos=False) for prompt in prompts]
+    engine.run_until_idle()
+    for prompt, stream in zip(prompts, streams, strict=True):
+        alone, _ = greedy_generate(model, torch.tensor([prompt]), 6, stop_at_eos=False)
         assert stream.tokens == alone[0].tolist()

@@ -101,9 +101,10 @@ class ContinuousBatcher:
         self.max_positions = getattr(self.lm.config, "n_positions", None) or getattr(
             self.lm.config, "max_position_embeddings", 1 << 30
         )
+        self._sdpa = getattr(self.lm.config, "_attn_implementation", "") == "sdpa"
         self.waiting: deque[GenerationStream] = deque()
         self.running: list[GenerationStream] = []  # row r of `self.kv` is running[r]
-        self.kv = RaggedKVCache()
+        self.kv = RaggedKVCache(self._sdpa)
         self.reserved_bytes = 0
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -222,4 +223,4 @@ class ContinuousBatcher:
                 self._finish(stream, reason)
         self.running.clear()
         self.waiting.clear()
-        self.kv = RaggedKVCache()
+        self.kv = RaggedKVCache(self._sdpa)

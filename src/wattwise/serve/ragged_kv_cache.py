@@ -29,9 +29,13 @@ HEADROOM_COLUMNS = 64
 class RaggedKVCache:
     """Left-padded per-layer keys and values of the running rows, and each row's length."""
 
-    def __init__(self) -> None:
+    def __init__(self, sdpa_mask: bool = False) -> None:
+        """`sdpa_mask`: the model attends with SDPA, so decode steps can take the padding mask
+        ready-made as (rows, 1, 1, columns) booleans, which transformers passes through as is
+        instead of building it from a 2D mask at every step (7-8 % of a tiny-lm step, 8 rows)."""
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.lengths: list[int] = []
+        self.sdpa_mask = sdpa_mask
         self._cache = None
 
     @property
@@ -87,11 +91,19 @@ class RaggedKVCache:
             self._cache = DynamicCache()
             self._cache.layers = [_PreallocatedLayer(k, v) for k, v in self.layers]
         columns = self.columns
-        mask = torch.zeros(self.rows, columns + 1, dtype=torch.long)
-        for row, length in enumerate(self.lengths):
-            mask[row, columns - length :] = 1
         positions = torch.tensor([[length] for length in self.lengths])
-        return {"attention_mask": mask, "position_ids": positions, "past_key_values": self._cache}
+        inputs = {"position_ids": positions, "past_key_values": self._cache}
+        if all(length == columns for length in self.lengths):
+            return inputs  # no padding: every row attends to every column
+        if self.sdpa_mask:
+            mask = torch.zeros(self.rows, 1, 1, columns + 1, dtype=torch.bool)
+            for row, length in enumerate(self.lengths):
+                mask[row, 0, 0, columns - length :] = True
+        else:
+            mask = torch.zeros(self.rows, columns + 1, dtype=torch.long)
+            for row, length in enumerate(self.lengths):
+                mask[row, columns - length :] = 1
+        return {**inputs, "attention_mask": mask}
 
     def advance(self, grown) -> None:
         """Take the cache a decode step returned (one more column for every row)."""
