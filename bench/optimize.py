@@ -124,6 +124,9 @@ def main() -> None:
                 f"chosen ÷ it: {chosen.paired['ratio'] / best.paired['ratio']:.2f}x by the "
                 "search's two ratios (goal ≥1.2x)"
             )
+            if best.id == chosen.id:
+                print("  head to head: the chosen variant is this single-library one (1.00x)")
+                continue
             if best.id not in compared:
                 compared[best.id] = head_to_head(args.model, out, chosen, best)
             print(
