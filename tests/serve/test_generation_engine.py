@@ -14,6 +14,12 @@ from wattwise.models.generation import greedy_generate
 from wattwise.serve.generation_engine import ContinuousBatcher, KVCacheFullError
 
 
+def _engine(model, **options) -> ContinuousBatcher:
+    """An engine that knows the model's end-of-text token: with stop_at_eos=False it never
+    chooses it, as `greedy_generate(stop_at_eos=False)` (transformers' min_new_tokens)."""
+    return ContinuousBatcher(model, eos_token_id=model.lm.generation_config.eos_token_id, **options)
+
+
 def _finish_order(engine, long_prompt, short_prompt):
     finished = []
     long = engine.submit(long_prompt, 40, stop_at_eos=False)
@@ -43,7 +49,7 @@ def test_batched_decoding_gives_each_request_its_own_greedy_tokens(tiny_lm):  # 
     prompts = [
         p[0, :n].tolist() for p, n in zip(tiny_lm.task.prompts(3, 12), (5, 12, 8), strict=True)
     ]
-    engine = ContinuousBatcher(tiny_lm.module, max_batch_size=3)
+    engine = _engine(tiny_lm.module, max_batch_size=3)
     streams = [engine.submit(prompt, 16, stop_at_eos=False) for prompt in prompts]
     engine.run_until_idle()
     for prompt, stream in zip(prompts, streams, strict=True):
@@ -77,7 +83,7 @@ def test_requests_joining_and_leaving_a_running_batch_keep_their_greedy_tokens(t
     # leaving drops its row and the columns nobody needs; every request's tokens stay its own.
     prompts = [p[0].tolist() for p in tiny_lm.task.prompts(4, 12)]
     plan = [(prompts[0][:3], 6), (prompts[1][:12], 20), (prompts[2][:2], 9), (prompts[3][:7], 5)]
-    engine = ContinuousBatcher(tiny_lm.module, max_batch_size=3)
+    engine = _engine(tiny_lm.module, max_batch_size=3)
     assert engine.kv.sdpa_mask  # tiny-lm attends with SDPA: the ready-made 4D mask is used
     streams = []
     for prompt, new in plan:
@@ -97,7 +103,7 @@ def test_tokens_stay_exact_when_the_cache_outgrows_its_preallocated_columns(tiny
 
     prompts = [p[0].tolist() for p in tiny_lm.task.prompts(2, 10)]
     plan = [(prompts[0][:10], HEADROOM_COLUMNS + 30), (prompts[1][:4], HEADROOM_COLUMNS + 10)]
-    engine = ContinuousBatcher(tiny_lm.module, max_batch_size=2)
+    engine = _engine(tiny_lm.module, max_batch_size=2)
     streams = [engine.submit(prompt, new, stop_at_eos=False) for prompt, new in plan]
     engine.run_until_idle()
     for (prompt, new), stream in zip(plan, streams, strict=True):
@@ -113,7 +119,7 @@ def test_eager_attention_models_get_the_two_dimensional_padding_mask(tiny_lm):  
     model = copy.deepcopy(tiny_lm.module)
     model.lm.set_attn_implementation("eager")
     prompts = [p[0, :n].tolist() for p, n in zip(tiny_lm.task.prompts(2, 9), (3, 9), strict=True)]
-    engine = ContinuousBatcher(model, max_batch_size=2)
+    engine = _engine(model, max_batch_size=2)
     assert not engine.kv.sdpa_mask
     streams = [engine.submit(prompt, 6, stop_at_eos=False) for prompt in prompts]
     engine.run_until_idle()

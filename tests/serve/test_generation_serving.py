@@ -206,7 +206,7 @@ def test_closing_a_replica_stream_cancels_its_request(tiny_lm):  # noqa: F811
     assert len(stream.tokens) < 200 and engine.idle and engine.reserved_bytes == 0
 
 
-def test_stop_at_eos_false_generates_past_the_end_of_text_token(tiny_lm):  # noqa: F811
+def test_stop_at_eos_false_generates_exactly_max_new_tokens_without_end_of_text(tiny_lm):  # noqa: F811
     probe = ContinuousBatcher(tiny_lm.module, 2)
     first = probe.submit([5, 6, 7], max_new_tokens=1)
     probe.run_until_idle()
@@ -216,6 +216,8 @@ def test_stop_at_eos_false_generates_past_the_end_of_text_token(tiny_lm):  # noq
     engine.run_until_idle()
     assert stops.tokens == first.tokens and stops.finish_reason == "eos"
     assert len(goes_on.tokens) == 6 and goes_on.finish_reason == "length"
+    # it never chooses the end-of-text token, as generate(min_new_tokens=...) does
+    assert first.tokens[0] not in goes_on.tokens
 
 
 @pytest.mark.slow

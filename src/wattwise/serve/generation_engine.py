@@ -44,8 +44,9 @@ class GenerationStream:
         token_times_s: `time.perf_counter()` at each token.
         finished / cancelled: whether it ended, and whether by cancellation.
         finish_reason: "length", "eos", "cancelled" or an error message.
-        stop_at_eos: False generates past the end-of-text token, to exactly max_new_tokens
-            (load tests that need the output lengths they asked for).
+        stop_at_eos: False generates exactly max_new_tokens, never choosing the end-of-text
+            token (as `generate` with `min_new_tokens`; load tests that need the output lengths
+            they asked for).
     """
 
     request_id: int
@@ -172,7 +173,17 @@ class ContinuousBatcher:
             output = self.lm(input_ids=ids, use_cache=True)
             self.kv.add([(k, v) for k, v, *_ in output.past_key_values])
             self.running.append(stream)
-            self._emit(stream, int(output.logits[0, -1].argmax()))
+            self._emit(stream, self._greedy(output.logits[:, -1], [stream])[0])
+
+    def _greedy(self, logits: torch.Tensor, streams: list[GenerationStream]) -> list[int]:
+        """Each row's most likely token; never the end-of-text token for a request that asked
+        not to stop there (as transformers' `min_new_tokens` does, so tokens match `generate`)."""
+        if self.eos_token_id is not None:
+            going_on = [row for row, s in enumerate(streams) if not s.stop_at_eos]
+            if going_on:
+                logits = logits.clone()
+                logits[going_on, self.eos_token_id] = float("-inf")
+        return logits.argmax(dim=-1).tolist()
 
     def _decode(self) -> None:
         output = self.lm(
@@ -181,7 +192,7 @@ class ContinuousBatcher:
             **self.kv.decode_inputs(),
         )
         self.kv.advance(output.past_key_values)
-        tokens = output.logits[:, -1].argmax(dim=-1).tolist()
+        tokens = self._greedy(output.logits[:, -1], self.running)
         for stream, token in zip(self.running, tokens, strict=True):
             if not stream.finished:  # a static batch's finished rows: computed, discarded
                 self._emit(stream, token)
