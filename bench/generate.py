@@ -103,13 +103,14 @@ def poisson_schedule(loaded, requests: int, rate_per_s: float, seed: int) -> lis
 
 
 def serve_schedule(loaded, schedule, policy: str, batch: int) -> dict:
-    engine = ContinuousBatcher(loaded.module, batch, 1 << 40, policy)
+    eos = loaded.module.lm.generation_config.eos_token_id
+    engine = ContinuousBatcher(loaded.module, batch, 1 << 40, policy, eos_token_id=eos)
     streams, pending, start = [], list(schedule), time.perf_counter()
     while pending or not engine.idle:
         now = time.perf_counter() - start
         while pending and pending[0][0] <= now:
             _, prompt, new = pending.pop(0)
-            streams.append(engine.submit(prompt, new))
+            streams.append(engine.submit(prompt, new, stop_at_eos=False))  # exactly `new`
         if engine.idle:
             time.sleep(min(0.01, max(0.0, pending[0][0] - now)))
             continue
