@@ -12,6 +12,7 @@ if ! grep -qw cpuid_fault /proc/cpuinfo; then
     exit 2
 fi
 if [ ! -f "$lib" ] || [ "$here/isa_mask/isa_mask.c" -nt "$lib" ]; then
+    command -v gcc >/dev/null || { echo "as_avx2: needs gcc to build isa_mask/libisamask.so; install gcc" >&2; exit 2; }
     gcc -O2 -Wall -shared -fPIC -o "$lib.tmp" "$here/isa_mask/isa_mask.c" -ldl
     mv "$lib.tmp" "$lib"
 fi
