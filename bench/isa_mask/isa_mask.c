@@ -196,45 +196,32 @@ static int wants_cpuinfo(const char *path, int flags) {
     return installed && path && strcmp(path, "/proc/cpuinfo") == 0 && (flags & O_ACCMODE) == O_RDONLY;
 }
 
-#define OPEN_WRAPPER(name)                                                         \
-    int name(const char *path, int flags, ...) {                                   \
-        static open_fn real;                                                       \
-        mode_t mode = 0;                                                           \
-        if (flags & (O_CREAT | O_TMPFILE)) {                                       \
-            va_list args;                                                          \
-            va_start(args, flags);                                                 \
-            mode = va_arg(args, mode_t);                                           \
-            va_end(args);                                                          \
-        }                                                                          \
-        if (wants_cpuinfo(path, flags)) {                                          \
-            int fd = filtered_cpuinfo();                                           \
-            if (fd >= 0) return fd;                                                \
-        }                                                                          \
-        if (!real) real = (open_fn)dlsym(RTLD_NEXT, #name);                        \
-        return real(path, flags, mode);                                            \
-    }
-OPEN_WRAPPER(open)
-OPEN_WRAPPER(open64)
+/* The body both open() and openat() wrappers share: read the optional mode, serve the filtered
+ * /proc/cpuinfo, else call the real function with `real_args`. */
+#define OPEN_BODY(fn_type, name, real_args)                                        \
+    static fn_type real;                                                           \
+    mode_t mode = 0;                                                               \
+    if (flags & (O_CREAT | O_TMPFILE)) {                                           \
+        va_list args;                                                              \
+        va_start(args, flags);                                                     \
+        mode = va_arg(args, mode_t);                                               \
+        va_end(args);                                                              \
+    }                                                                              \
+    if (wants_cpuinfo(path, flags)) {                                              \
+        int fd = filtered_cpuinfo();                                               \
+        if (fd >= 0) return fd;                                                    \
+    }                                                                              \
+    if (!real) real = (fn_type)dlsym(RTLD_NEXT, #name);                            \
+    return real real_args;
 
-#define OPENAT_WRAPPER(name)                                                       \
-    int name(int dirfd, const char *path, int flags, ...) {                        \
-        static openat_fn real;                                                     \
-        mode_t mode = 0;                                                           \
-        if (flags & (O_CREAT | O_TMPFILE)) {                                       \
-            va_list args;                                                          \
-            va_start(args, flags);                                                 \
-            mode = va_arg(args, mode_t);                                           \
-            va_end(args);                                                          \
-        }                                                                          \
-        if (wants_cpuinfo(path, flags)) {                                          \
-            int fd = filtered_cpuinfo();                                           \
-            if (fd >= 0) return fd;                                                \
-        }                                                                          \
-        if (!real) real = (openat_fn)dlsym(RTLD_NEXT, #name);                      \
-        return real(dirfd, path, flags, mode);                                     \
-    }
-OPENAT_WRAPPER(openat)
-OPENAT_WRAPPER(openat64)
+int open(const char *path, int flags, ...) { OPEN_BODY(open_fn, open, (path, flags, mode)) }
+int open64(const char *path, int flags, ...) { OPEN_BODY(open_fn, open64, (path, flags, mode)) }
+int openat(int dirfd, const char *path, int flags, ...) {
+    OPEN_BODY(openat_fn, openat, (dirfd, path, flags, mode))
+}
+int openat64(int dirfd, const char *path, int flags, ...) {
+    OPEN_BODY(openat_fn, openat64, (dirfd, path, flags, mode))
+}
 
 __attribute__((constructor)) static void start_masking(void) {
     struct sigaction act;
