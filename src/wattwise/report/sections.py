@@ -32,7 +32,7 @@ def machine_lines(machine) -> list[str]:
         f"- GPU: {m.gpu}",
         f"- Python {m.python} on {m.platform}",
         "- Libraries: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()),
-        *([f"- Memory allocator: {m.allocator}"] if getattr(m, "allocator", "") else []),
+        *([f"- Memory allocator: {m.allocator}"] if m.allocator else []),
     ]
 
 

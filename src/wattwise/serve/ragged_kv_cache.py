@@ -95,14 +95,9 @@ class RaggedKVCache:
         inputs = {"position_ids": positions, "past_key_values": self._cache}
         if all(length == columns for length in self.lengths):
             return inputs  # no padding: every row attends to every column
-        if self.sdpa_mask:
-            mask = torch.zeros(self.rows, 1, 1, columns + 1, dtype=torch.bool)
-            for row, length in enumerate(self.lengths):
-                mask[row, 0, 0, columns - length :] = True
-        else:
-            mask = torch.zeros(self.rows, columns + 1, dtype=torch.long)
-            for row, length in enumerate(self.lengths):
-                mask[row, columns - length :] = 1
+        # Row r attends to its own last `length` columns and the new one (left padding).
+        mask = torch.arange(columns + 1) >= columns - positions
+        mask = mask[:, None, None, :] if self.sdpa_mask else mask.long()
         return {**inputs, "attention_mask": mask}
 
     def advance(self, grown) -> None:
