@@ -74,3 +74,35 @@ def test_minilm_variant_replica_never_loads_the_source_model(tmp_path, monkeypat
     predictions, _energy_j = _replica(str(variant))._run(texts)
     embeddings = torch.tensor([p["embedding"] for p in predictions])
     assert torch.allclose(embeddings, expected, atol=1e-5)
+
+
+def test_onnx_variant_replica_never_builds_the_source_architecture(tmp_path, monkeypatch):
+    """model.onnx is the whole model: the replica reads the tokenizer, not the source's code."""
+    import transformers
+
+    from tests.compress.tiny_bert import tiny_bert_directory
+
+    source = str(tiny_bert_directory(tmp_path))
+    variant = tmp_path / "tiny-bert-onnx"
+    compress(
+        source,
+        {"steps": [], "backend": "onnxruntime"},
+        variant,
+        batch_sizes=(2,),
+        measure_steps=False,
+    )
+    texts = ["energy per request", "a replica loads only what it serves"]
+    full = open_model(str(variant))
+    with torch.inference_mode():
+        expected = full.module(*full.task.tokenize(texts))
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the source architecture was built")
+
+    _forbid_source_weights(monkeypatch)
+    monkeypatch.setattr(transformers.AutoModel, "from_config", refuse)
+    served = open_model(str(variant), serving_only=True)
+    outputs_match_probe(served, variant)
+    predictions, _energy_j = _replica(str(variant))._run(texts)
+    embeddings = torch.tensor([p["embedding"] for p in predictions])
+    assert torch.equal(embeddings, expected)

@@ -41,6 +41,9 @@ class Backend(Protocol):
     """What every backend offers."""
 
     name: str
+    # False when `load` never touches `source.module` (the variant file holds the whole model):
+    # a server replica then skips building the source architecture (`load_variant`).
+    needs_source_module: bool
 
     def export(self, module: nn.Module, context: Any, deferred: list, directory: Path) -> Exported:
         """Write the variant's model files into `directory`; return the runnable module."""

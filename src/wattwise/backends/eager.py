@@ -26,6 +26,7 @@ class EagerBackend:
     """Runs the PyTorch module as is."""
 
     name = "eager"
+    needs_source_module = True
 
     def export(self, module: nn.Module, context, deferred: list, directory: Path) -> Exported:
         save_weights(module, Path(directory) / WEIGHTS)

@@ -120,6 +120,7 @@ class OnnxRuntimeBackend:
     """Exports to ONNX, applies deferred ONNX Runtime quantization, runs an ORT session."""
 
     name = "onnxruntime"
+    needs_source_module = False  # model.onnx is the whole model; the source gives the task
 
     def export(self, module: nn.Module, context, deferred: list, directory: Path) -> Exported:
         spec = context.backend

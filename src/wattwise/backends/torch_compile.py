@@ -49,6 +49,7 @@ class TorchCompileBackend:
     """Eager weights on disk; `torch.compile` (inductor) at run time."""
 
     name = "torch_compile"
+    needs_source_module = True
 
     def export(self, module: nn.Module, context, deferred: list, directory: Path) -> Exported:
         save_weights(module, Path(directory) / WEIGHTS)

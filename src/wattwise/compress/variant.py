@@ -264,7 +264,8 @@ def load_variant(
 
     With `check_outputs`, also re-runs the saved probe inputs and requires bit-identical outputs.
     With `serving_only`, the source model is built without its trained weights
-    (`load_architecture`): what a server replica loads; the task can feed, not score, a text model.
+    (`load_architecture`), or not at all when the backend's file is the whole model (ONNX
+    Runtime): what a server replica loads; the task can feed, not score, a text model.
     A variant made from a `module:factory` model imports that module to rebuild it: refused
     unless `trust_code` (the CLI's `--trust-code`), since anyone can write a variant.json.
     Example:
@@ -280,9 +281,11 @@ def load_variant(
         raise VariantIntegrityError(
             f"{path / MANIFEST} has an unknown source field ({error}); recreate the variant"
         ) from error
-    load_source = load_architecture if serving_only else load_model
-    source = load_source(spec, options)
     backend = get_backend(manifest["backend"]["name"])
+    if serving_only:
+        source = load_architecture(spec, options, with_module=backend.needs_source_module)
+    else:
+        source = load_model(spec, options)
     try:
         module = backend.load(path, manifest, source).eval()
     except (KeyError, TypeError, IndexError) as error:

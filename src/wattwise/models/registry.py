@@ -111,7 +111,9 @@ def load_model(
     )
 
 
-def load_architecture(spec: str, options: ModelOptions | None = None) -> LoadedModel:
+def load_architecture(
+    spec: str, options: ModelOptions | None = None, with_module: bool = True
+) -> LoadedModel:
     """The model `spec` names, built without reading its trained weights, and its task.
 
     For a variant to load its own weights into (a server replica never needs the source
@@ -119,6 +121,9 @@ def load_architecture(spec: str, options: ModelOptions | None = None) -> LoadedM
     `config.json` (parameters uninitialized), a factory without `--weights`; a text task gets
     the tokenizer but no reference (it can feed the model, not score it). Models trained with
     the user's data (`--data`) load in full: their task needs the trained reference.
+    `with_module=False`: a text encoder's architecture is not built at all (its `module` is an
+    empty placeholder), for a variant whose file is the whole model; importing transformers'
+    model code and building the graph was 2.4 s of a 2.8 s ONNX replica load.
     """
     options = options or ModelOptions()
     path = Path(spec)
@@ -134,10 +139,17 @@ def load_architecture(spec: str, options: ModelOptions | None = None) -> LoadedM
 
         return LoadedModel(spec, DigitsCNN().eval(), digits_task(), "builtin", {"spec": spec})
     if spec == "minilm" or (path.is_dir() and (path / "config.json").is_file()):
-        from wattwise.models.text_encoder import load_hf_encoder, minilm_directory
+        from wattwise.models.text_encoder import (
+            load_hf_encoder,
+            load_hf_tokenizer,
+            minilm_directory,
+        )
 
         directory = minilm_directory() if spec == "minilm" else path
-        module, tokenizer = load_hf_encoder(directory, with_weights=False)
+        if with_module:
+            module, tokenizer = load_hf_encoder(directory, with_weights=False)
+        else:
+            module, tokenizer = nn.Identity(), load_hf_tokenizer(directory)
         kind = "builtin" if spec == "minilm" else "huggingface"
         record = {"spec": spec if spec == "minilm" else str(path.resolve())}
         return _text_model(spec, module, tokenizer, kind, record, with_reference=False)

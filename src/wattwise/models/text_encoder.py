@@ -64,6 +64,25 @@ def _pooling_config(directory: Path) -> tuple[str, bool]:
     return pooling, normalize
 
 
+HF_DIRECTORY_FIX = "the directory needs config.json, model.safetensors and tokenizer files"
+
+
+def load_hf_tokenizer(directory: Path):
+    """Only the tokenizer of a Hugging Face model directory (offline): what feeds a model
+    whose weights and graph live elsewhere (an ONNX variant)."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(
+            f"cannot load the tokenizer from {directory}: {str(error).splitlines()[0]}; "
+            + HF_DIRECTORY_FIX
+        ) from error
+
+
 def load_hf_encoder(directory: Path, with_weights: bool = True):
     """A TextEncoder and its tokenizer from a Hugging Face model directory (offline).
 
@@ -95,7 +114,7 @@ def load_hf_encoder(directory: Path, with_weights: bool = True):
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(
             f"cannot load Hugging Face model from {directory}: {str(error).splitlines()[0]}; "
-            "the directory needs config.json, model.safetensors and tokenizer files"
+            + HF_DIRECTORY_FIX
         ) from error
     transformer.eval()
     input_names = tuple(

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from ray import serve
 
 from wattwise.errors import WattwiseError
 from wattwise.serve.energy_windows import SerialEnergyWindows
-from wattwise.serve.generation_engine import KVCacheFullError
-from wattwise.serve.generation_http import Event, event_batches, generation_service
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
 from wattwise.serve.signature import ModelSignature, array_inputs, encode_outputs
+
+if TYPE_CHECKING:
+    from wattwise.serve.generation_http import Event
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_BATCH_WAIT_S = 0.005
@@ -76,6 +77,10 @@ class ModelReplica:
         self.health_period_s = config.health_check_period_s
         self.generation = None
         if self.signature.generates:  # a causal LM: /v1/generate by continuous batching
+            # Imported only here: the engine pulls in transformers' cache code (1.3 s of a
+            # replica's start), which a replica of any other model never needs.
+            from wattwise.serve.generation_http import generation_service
+
             self.generation = generation_service(
                 loaded, config.max_batch_size, config.kv_cache_budget_bytes
             )
@@ -148,6 +153,9 @@ class ModelReplica:
         (event, data), the first either tokens or one ("rejected", {"status", "detail"}) when
         the request cannot start here (503: the KV cache is full; 422: a bad request). Closing
         the stream (the client went away) cancels the request at the next decode step."""
+        from wattwise.serve.generation_engine import KVCacheFullError
+        from wattwise.serve.generation_http import event_batches
+
         if self.generation is None:
             detail = f"{self.signature.model} is not a causal LM; use /v1/predict"
             yield [("rejected", {"status": 422, "detail": detail})]
