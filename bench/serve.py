@@ -158,6 +158,21 @@ def kill_one_replica_under_load(url: str, duration: str) -> dict:
     }
 
 
+def replacement_rounds(model: str, port: int, duration: str, rounds: int) -> list[dict]:
+    """`rounds` SIGKILLs of one of 2 replicas, each under its own 64-client load."""
+    server = start_server(ServeSettings(model=model, port=port, max_queued_requests=256))
+    kills = []
+    try:
+        load(server.url, CLIENTS, "3s")
+        for _ in range(rounds):
+            kills.append(kill_one_replica_under_load(server.url, duration))
+            print(json.dumps(kills[-1]), file=sys.stderr)
+            wait_ready(server.url)
+    finally:
+        server.stop()
+    return kills
+
+
 def swap_under_load(url: str, settings: ServeSettings, target: str, duration: str) -> dict:
     """Roll to `target` 5 s into a 64-client load; count non-2xx responses."""
     outcome: dict = {}
@@ -241,8 +256,24 @@ def main() -> None:
         action="store_true",
         help="only the per-request overhead before/after the ingress joins requests",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="--only-overhead: interleaved rounds of each"
+    )
+    parser.add_argument(
+        "--only-replacement",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only SIGKILL one of 2 replicas under load, ROUNDS times: replacement times",
+    )
     args = parser.parse_args()
     report: dict = {"model": args.model, "clients": CLIENTS, "cores": os.cpu_count()}
+    if args.only_replacement:
+        report["kills"] = replacement_rounds(
+            args.model, args.port, args.duration, args.only_replacement
+        )
+        print(json.dumps(report, indent=2, default=str))
+        return
     if args.only_overhead:
         settings = ServeSettings(model=args.model, port=args.port, max_queued_requests=256)
         report["in_process"] = in_process(args.model, args.text_repeat)
@@ -250,7 +281,9 @@ def main() -> None:
         try:
             if args.text_repeat > 1 and server.signature.input_kind == "text":
                 BODY["example"] = example_input(server.signature.example, args.text_repeat)
-            report["overhead"] = overhead_before_after(server.url, settings, args.duration)
+            report["overhead"] = overhead_before_after(
+                server.url, settings, args.duration, args.rounds
+            )
             report["replica_resident_bytes"] = replica_memory(server.url)
             report["kill"] = kill_one_replica_under_load(server.url, args.duration)
             print(json.dumps(report["kill"]), file=sys.stderr)

@@ -415,6 +415,38 @@ def test_live_swap_under_load_has_no_non_2xx(server):
     server.remember_processes()
 
 
+@pytest.mark.slow
+def test_requests_joined_at_the_ingress_get_their_own_predictions(server, digits):
+    """With --ingress-batching, concurrent requests (1 to 3 inputs each) share model calls and
+    each still gets exactly its own inputs' predictions, in order."""
+    args = ["serve", "digits-cnn", "--swap", "--address", server.ray_address, "--json"]
+    args += ["--port", str(server.port), "--api-key-env", KEY_ENV, "--ingress-batching"]
+    swap = subprocess.run(
+        _wattwise(*args), env=server.env, capture_output=True, text=True, timeout=900
+    )
+    assert swap.returncode == 0, swap.stderr[-2000:]
+    grids, expected = _digit_images(digits, 120)
+    starts_and_sizes = [(3 * index, 1 + index % 3) for index in range(40)]
+    requests = [grids[start : start + size] for start, size in starts_and_sizes]
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=AUTH, timeout=60) as client:
+            return await asyncio.gather(
+                *(client.post(f"{server.url}/v1/predict", json={"inputs": r}) for r in requests)
+            )
+
+    responses = asyncio.run(send_all())
+    assert [r.status_code for r in responses] == [200] * len(requests)
+    served, wanted = [], []
+    for (start, size), response in zip(starts_and_sizes, responses, strict=True):
+        predictions = response.json()["predictions"]
+        assert len(predictions) == size
+        served += [p["probabilities"] for p in predictions]
+        wanted += expected[start : start + size].tolist()
+    assert torch.allclose(torch.tensor(served), torch.tensor(wanted), atol=1e-5)
+    server.remember_processes()
+
+
 def _is_loopback(ip: str) -> bool:
     import ipaddress
 

@@ -30,6 +30,17 @@ def test_autoscaling_config_clamps_the_initial_count_and_checks_bounds():
         ServeSettings(model="digits-cnn", min_replicas=3, max_replicas=2).checked()
 
 
+def test_the_batch_wait_moves_to_the_ingress_when_it_joins_requests():
+    plain = ServeSettings(model="digits-cnn", batch_wait_ms=5.0)
+    assert plain.replica_batch_wait_s() == 0.005
+    joined = ServeSettings(model="digits-cnn", batch_wait_ms=5.0, ingress_batching=True)
+    assert joined.joins_requests() and joined.replica_batch_wait_s() == 0.0
+    scaling = ServeSettings(
+        model="digits-cnn", ingress_batching=True, min_replicas=1, max_replicas=2
+    )
+    assert not scaling.joins_requests() and scaling.replica_batch_wait_s() == 0.005
+
+
 def test_an_address_where_no_cluster_answers_fails_fast_with_one_line():
     with pytest.raises(ConfigError, match="no Ray cluster answers"):
         check_cluster_answers("127.0.0.1:1")

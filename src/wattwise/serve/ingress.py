@@ -26,9 +26,10 @@ from wattwise.serve.settings import APP_NAME, MODEL_DEPLOYMENT, ServeSettings
 from wattwise.serve.signature import ModelSignature
 
 STATUS_CACHE_S = 0.5
-# The ingress waits this long for concurrent requests to join one model call; the replica
-# still forms its own batches from the joined calls (`--batch-wait-ms`).
-JOIN_WAIT_S = 0.002
+# Joining, the ingress waits `--batch-wait-ms` for concurrent requests (this is the default
+# until `__init__` sets it); the replica then waits no further and batches the joined calls
+# it finds queued (`ServeSettings.replica_batch_wait_s`).
+JOIN_WAIT_S = 0.005
 MAX_JOINED_CALLS = 16
 
 
@@ -56,6 +57,7 @@ class Ingress:
         self.metrics = ServeMetrics()
         self._status: tuple[float, int] = (0.0, 0)
         self._joined_call.set_max_batch_size(self.settings.max_batch_size)
+        self._joined_call.set_batch_wait_timeout_s(self.settings.batch_wait_ms / 1000.0)
 
     def __serve_build_asgi_app__(self):
         return build_app(self)

@@ -73,7 +73,7 @@ class ModelReplica:
         self.process = psutil.Process()
         self.waiting = 0  # calls in this replica (queued for a batch or computing)
         self.batched_predict.set_max_batch_size(config.max_batch_size)
-        self.batched_predict.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
+        self.batched_predict.set_batch_wait_timeout_s(config.replica_batch_wait_s())
         self.health_period_s = config.health_check_period_s
         self.generation = None
         if self.signature.generates:  # a causal LM: /v1/generate by continuous batching

@@ -220,6 +220,11 @@ class ServeSettings:
         """
         return self.ingress_batching and not self.autoscaling
 
+    def replica_batch_wait_s(self) -> float:
+        """How long a replica's batch waits to fill: `batch_wait_ms`, or 0 when the ingress
+        joins requests (it already waited; the replica then takes the joined calls queued)."""
+        return 0.0 if self.joins_requests() else self.batch_wait_ms / 1000.0
+
     def autoscaling_config(self) -> dict[str, Any] | None:
         """Ray Serve's `autoscaling_config` for the model deployment (None: fixed count)."""
         if not self.autoscaling:
