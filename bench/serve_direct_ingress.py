@@ -15,8 +15,6 @@ generator (64 httpx clients, same machine) is not counted. Run one mode per proc
 flags are read when Ray starts.
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import json
@@ -41,7 +39,10 @@ def configure(mode: str) -> None:
 
 
 def application():
-    """Two replicas of a FastAPI app with a batched no-op model."""
+    """Two replicas of a FastAPI app with a batched no-op model.
+
+    (No `from __future__ import annotations` in this file: FastAPI must see `Request` itself,
+    not a string it cannot resolve in this function's scope.)"""
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
     from ray import serve
@@ -124,12 +125,14 @@ def main() -> None:
     serve.run(application(), name="noop", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{PORT}"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while True:
         try:
             if httpx.post(f"{url}/v1/predict", json=BODY, timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
+        if time.monotonic() > deadline:
+            raise SystemExit("the no-op app did not answer within 120 s")
         time.sleep(0.5)
     me = {os.getpid()}
     before = server_cpu_seconds(me)
