@@ -30,7 +30,7 @@ STATUS_CACHE_S = 0.5
 # until `__init__` sets it); the replica then waits no further and batches the joined calls
 # it finds queued (`ServeSettings.replica_batch_wait_s`).
 JOIN_WAIT_S = 0.005
-MAX_JOINED_CALLS = 16
+MAX_JOINED_CALLS = 16  # enough for 8 replicas; the router holds what they cannot take
 
 
 # Runs in the replica process when Ray imports this module to build the deployment.

@@ -57,9 +57,7 @@ def build_application(settings: ServeSettings, signature: ModelSignature) -> Any
     count = {"autoscaling_config": scaling} if scaling else {"num_replicas": settings.replicas}
     model = ModelReplica.options(
         **count,
-        # Room for a full batch plus the next one filling while the first computes; never
-        # tiny, because Ray's router backs off when every replica is at its limit.
-        max_ongoing_requests=max(2 * settings.max_batch_size, MIN_ONGOING_PER_REPLICA),
+        max_ongoing_requests=model_calls_per_replica(settings),
         max_queued_requests=settings.max_ongoing_requests + settings.max_queued_requests,
         health_check_period_s=settings.health_check_period_s,
         health_check_timeout_s=settings.health_check_timeout_s,
@@ -81,6 +79,21 @@ def build_application(settings: ServeSettings, signature: ModelSignature) -> Any
         # Ray Train pins its state actor the same way.
         ray_actor_options={"num_cpus": 0, "resources": {HEAD_NODE_RESOURCE: 0.001}},
     ).bind(model, settings.to_dict(), signature.to_dict(), settings.api_key_digest())
+
+
+def model_calls_per_replica(settings: ServeSettings) -> int:
+    """Ray Serve's `max_ongoing_requests` for a model replica.
+
+    One call per request: room for a full batch plus the next one filling while the first
+    computes; never tiny, because Ray's router backs off when every replica is at its limit.
+    Joined calls (at most `MAX_JOINED_CALLS` in flight): two per replica, one computing and one
+    queued, so the rest wait at the router and go to whichever replica frees up first instead
+    of queueing behind an uneven neighbour (measured, 2 rounds: p99 1,362–1,472 → 743–1,296 ms,
+    and 0.95× the CPU per request).
+    """
+    if settings.joins_requests():
+        return 2
+    return max(2 * settings.max_batch_size, MIN_ONGOING_PER_REPLICA)
 
 
 def wait_ready(url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
