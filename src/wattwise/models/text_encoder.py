@@ -69,7 +69,20 @@ HF_DIRECTORY_FIX = "the directory needs config.json, model.safetensors and token
 
 def load_hf_tokenizer(directory: Path):
     """Only the tokenizer of a Hugging Face model directory (offline): what feeds a model
-    whose weights and graph live elsewhere (an ONNX variant)."""
+    whose weights and graph live elsewhere (an ONNX variant). A BERT tokenizer loads from its
+    tokenizer.json without importing transformers (`bert_tokenizer`); others through it."""
+    from wattwise.models.bert_tokenizer import BertTokenizer, bert_tokenizer_files
+
+    directory = Path(directory)
+    config = bert_tokenizer_files(directory)
+    if config is not None:
+        try:
+            return BertTokenizer(directory, config)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise ModelLoadError(
+                f"cannot load the tokenizer from {directory}: {str(error).splitlines()[0]}; "
+                + HF_DIRECTORY_FIX
+            ) from error
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
