@@ -33,6 +33,9 @@ from wattwise.serve.server import start_server
 from wattwise.serve.settings import ServeSettings
 
 SAMPLE_RATE_HZ = 100
+# The virtual environment's py-spy (ray[serve] installs it), also when .venv/bin is not on
+# PATH (the documented command runs .venv/bin/python directly).
+PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 # (layer, substrings of a frame "function (file:line)"), tried innermost frame first.
 LAYERS = (
     ("model (torch, onnxruntime, tokenizer)", ("torch/", "onnxruntime", "tokenizers", "/models/")),
@@ -99,7 +102,7 @@ def profile(url: str, clients: int, duration_s: float, work: Path) -> dict:
     spies = []
     for process, _ in processes:
         out = work / f"{process.pid}.txt"
-        command = ["py-spy", "record", "--pid", str(process.pid), "--gil", "--nonblocking"]
+        command = [PY_SPY, "record", "--pid", str(process.pid), "--gil", "--nonblocking"]
         command += ["-r", str(SAMPLE_RATE_HZ), "-d", str(int(duration_s)), "-f", "raw"]
         command += ["-o", str(out)]
         spies.append(

@@ -7,6 +7,7 @@ the source model would fail these tests.
 
 from __future__ import annotations
 
+import numpy
 import pytest
 import torch
 
@@ -72,7 +73,7 @@ def test_minilm_variant_replica_never_loads_the_source_model(tmp_path, monkeypat
     outputs_match_probe(served, variant)
     assert served.task.reference is None  # no frozen copy of the model either
     predictions, _energy_j = _replica(str(variant))._run(texts)
-    embeddings = torch.tensor([p["embedding"] for p in predictions])
+    embeddings = torch.from_numpy(numpy.stack([p["embedding"] for p in predictions])).float()
     assert torch.allclose(embeddings, expected, atol=1e-5)
 
 
@@ -104,5 +105,5 @@ def test_onnx_variant_replica_never_builds_the_source_architecture(tmp_path, mon
     served = open_model(str(variant), serving_only=True)
     outputs_match_probe(served, variant)
     predictions, _energy_j = _replica(str(variant))._run(texts)
-    embeddings = torch.tensor([p["embedding"] for p in predictions])
+    embeddings = torch.from_numpy(numpy.stack([p["embedding"] for p in predictions])).float()
     assert torch.equal(embeddings, expected)
