@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer
 
 from tests.compress.tiny_bert import tiny_bert_directory
-from wattwise.models.bert_tokenizer import BertTokenizer, bert_tokenizer_files
+from wattwise.models.bert_tokenizer import BertJsonTokenizer, bert_tokenizer_files
 from wattwise.models.text_encoder import load_hf_tokenizer, minilm_directory
 from wattwise.tasks.text import TextEncoderTask
 
@@ -40,7 +40,7 @@ def directory(request, tmp_path_factory):
     ],
 )
 def test_same_ids_masks_and_types_as_transformers(directory, options):
-    ours = BertTokenizer(directory, bert_tokenizer_files(directory))
+    ours = BertJsonTokenizer(directory, bert_tokenizer_files(directory))
     theirs = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     assert ours.model_input_names == theirs.model_input_names
     for texts in (TEXTS, TEXTS[:1], TEXTS[1]):
@@ -55,7 +55,7 @@ def test_same_ids_masks_and_types_as_transformers(directory, options):
 def test_the_text_task_feeds_a_model_the_same_tensors(directory):
     ours = TextEncoderTask(load_hf_tokenizer(directory), None)
     theirs = TextEncoderTask(AutoTokenizer.from_pretrained(directory, local_files_only=True), None)
-    assert isinstance(ours.tokenizer, BertTokenizer)
+    assert isinstance(ours.tokenizer, BertJsonTokenizer)
     for pad in (False, True):
         for a, b in zip(ours.tokenize(TEXTS, pad), theirs.tokenize(TEXTS, pad), strict=True):
             assert torch.equal(a, b)
@@ -81,4 +81,4 @@ def test_other_tokenizers_go_through_transformers(tmp_path):
     config["tokenizer_class"] = "BertTokenizer"
     config_file.write_text(json.dumps(config))
     assert bert_tokenizer_files(directory) is None  # no tokenizer.json: transformers decides
-    assert not isinstance(load_hf_tokenizer(directory), BertTokenizer)
+    assert not isinstance(load_hf_tokenizer(directory), BertJsonTokenizer)

@@ -57,7 +57,7 @@ def _normalizer_agrees(tokenizer_file: Path, config: dict[str, Any]) -> bool:
     )
 
 
-class BertTokenizer:
+class BertJsonTokenizer:
     """`tokenizer(texts, padding=, truncation=, max_length=, return_tensors=)` as transformers'
     fast BERT tokenizer answers it, for one text or a list of single texts."""
 

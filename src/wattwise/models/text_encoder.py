@@ -71,13 +71,13 @@ def load_hf_tokenizer(directory: Path):
     """Only the tokenizer of a Hugging Face model directory (offline): what feeds a model
     whose weights and graph live elsewhere (an ONNX variant). A BERT tokenizer loads from its
     tokenizer.json without importing transformers (`bert_tokenizer`); others through it."""
-    from wattwise.models.bert_tokenizer import BertTokenizer, bert_tokenizer_files
+    from wattwise.models.bert_tokenizer import BertJsonTokenizer, bert_tokenizer_files
 
     directory = Path(directory)
     config = bert_tokenizer_files(directory)
     if config is not None:
         try:
-            return BertTokenizer(directory, config)
+            return BertJsonTokenizer(directory, config)
         except (OSError, ValueError, RuntimeError) as error:
             raise ModelLoadError(
                 f"cannot load the tokenizer from {directory}: {str(error).splitlines()[0]}; "
