@@ -31,13 +31,11 @@ def test_autoscaling_config_clamps_the_initial_count_and_checks_bounds():
 
 
 def test_the_batch_wait_moves_to_the_ingress_when_it_joins_requests():
-    plain = ServeSettings(model="digits-cnn", batch_wait_ms=5.0)
+    plain = ServeSettings(model="digits-cnn", batch_wait_ms=5.0, ingress_batching=False)
     assert plain.replica_batch_wait_s() == 0.005
-    joined = ServeSettings(model="digits-cnn", batch_wait_ms=5.0, ingress_batching=True)
+    joined = ServeSettings(model="digits-cnn", batch_wait_ms=5.0)  # the default joins
     assert joined.joins_requests() and joined.replica_batch_wait_s() == 0.0
-    scaling = ServeSettings(
-        model="digits-cnn", ingress_batching=True, min_replicas=1, max_replicas=2
-    )
+    scaling = ServeSettings(model="digits-cnn", min_replicas=1, max_replicas=2)
     assert not scaling.joins_requests() and scaling.replica_batch_wait_s() == 0.005
 
 

@@ -42,7 +42,8 @@ class ServeSettings:
         model: any spec `load_model` accepts (variant directories are made absolute).
         replicas: model replicas (active-active behind Ray Serve's router).
         max_batch_size: most inputs in one `@serve.batch` call; also the most inputs per request.
-        batch_wait_ms: how long a replica waits for a batch to fill.
+        batch_wait_ms: how long a batch waits to fill (at the ingress when it joins requests,
+            else at each replica).
         host, port: where Ray Serve's HTTP proxy listens.
         address: None starts a local Ray instance; "auto" or "HOST:PORT" joins a cluster.
         api_key_env: name of the environment variable holding the API key (None: no key).
@@ -64,7 +65,8 @@ class ServeSettings:
             before Ray Serve adds / removes a replica.
         autoscaling_look_back_s: the window Ray Serve averages ongoing requests over.
         ingress_batching: the ingress joins concurrent requests into one model call (one
-            handle call carries many requests); False, or autoscaling on: one call per request.
+            handle call carries many requests; the default); False, or autoscaling on: one
+            call per request.
         kv_cache_budget_bytes: KV-cache memory each replica reserves for `/v1/generate`
             requests at most (causal LMs); a request that does not fit gets 503.
         trust_code: allow a variant built from a module:factory to import that code.
@@ -73,7 +75,7 @@ class ServeSettings:
     model: str
     replicas: int = serve_flag(2, "Model replicas, all active.")
     max_batch_size: int = serve_flag(32, "Most inputs per forward pass (and per request).")
-    batch_wait_ms: float = serve_flag(5.0, "How long a replica waits for a batch to fill.")
+    batch_wait_ms: float = serve_flag(5.0, "How long a batch waits to fill.")
     host: str = serve_flag("127.0.0.1", "Bind address; non-loopback needs a key.")
     port: int = serve_flag(8000, "HTTP port.")
     address: str | None = serve_flag(
@@ -118,8 +120,8 @@ class ServeSettings:
     )
     autoscaling_look_back_s: float = 30.0
     ingress_batching: bool = serve_flag(
-        False,
-        "Join concurrent requests into one model call (off: it did not pay here).",
+        True,
+        "Join concurrent requests into one model call (on unless autoscaling).",
         show_default=False,
     )
     kv_cache_budget_bytes: int = serve_flag(
