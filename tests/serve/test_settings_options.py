@@ -39,6 +39,23 @@ def test_the_batch_wait_moves_to_the_ingress_when_it_joins_requests():
     assert not scaling.joins_requests() and scaling.replica_batch_wait_s() == 0.005
 
 
+def test_a_causal_lm_is_never_served_with_joined_calls():
+    """Joined calls get two per model replica; a causal LM's replica must hold many streams."""
+    import dataclasses
+
+    from wattwise.models.registry import load_model
+    from wattwise.serve.server import deployed_settings, model_calls_per_replica
+    from wattwise.serve.signature import describe_model
+
+    settings = ServeSettings(model="digits-cnn")
+    classifier = describe_model(load_model("digits-cnn"))
+    assert deployed_settings(settings, classifier).joins_requests()
+    assert model_calls_per_replica(deployed_settings(settings, classifier)) == 2
+    lm = dataclasses.replace(classifier, generates=True)
+    assert not deployed_settings(settings, lm).joins_requests()
+    assert model_calls_per_replica(deployed_settings(settings, lm)) >= settings.max_batch_size
+
+
 def test_an_address_where_no_cluster_answers_fails_fast_with_one_line():
     with pytest.raises(ConfigError, match="no Ray cluster answers"):
         check_cluster_answers("127.0.0.1:1")

@@ -8,6 +8,7 @@ up and passing health checks before an old one is told to drain, so capacity nev
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import socket
 import threading
@@ -62,6 +63,7 @@ def build_application(settings: ServeSettings, signature: ModelSignature) -> Any
     from wattwise.serve.ingress import Ingress
     from wattwise.serve.replica import ModelReplica
 
+    settings = deployed_settings(settings, signature)
     scaling = settings.autoscaling_config()
     count = {"autoscaling_config": scaling} if scaling else {"num_replicas": settings.replicas}
     model = ModelReplica.options(
@@ -92,6 +94,15 @@ def build_application(settings: ServeSettings, signature: ModelSignature) -> Any
             "runtime_env": {"env_vars": INGRESS_ROUTER_BACKOFF},
         },
     ).bind(model, settings.to_dict(), signature.to_dict(), settings.api_key_digest())
+
+
+def deployed_settings(settings: ServeSettings, signature: ModelSignature) -> ServeSettings:
+    """`settings` as deployed for this model: a causal LM's replica holds many `/v1/generate`
+    streams at once (continuous batching), so its calls are never joined (joined calls get two
+    per replica, which would cap the streams)."""
+    if signature.generates:
+        return dataclasses.replace(settings, ingress_batching=False)
+    return settings
 
 
 def model_calls_per_replica(settings: ServeSettings) -> int:
@@ -149,8 +160,6 @@ class Server:
 
     def swap(self, model: str) -> ModelSignature:
         """Roll to `model`: new replicas ready before the old ones drain; returns its signature."""
-        import dataclasses
-
         settings = dataclasses.replace(self.settings, model=model).checked()
         self.signature = deploy(settings)
         self.settings = settings
