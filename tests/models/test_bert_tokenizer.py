@@ -82,3 +82,14 @@ def test_other_tokenizers_go_through_transformers(tmp_path):
     config_file.write_text(json.dumps(config))
     assert bert_tokenizer_files(directory) is None  # no tokenizer.json: transformers decides
     assert not isinstance(load_hf_tokenizer(directory), BertJsonTokenizer)
+
+
+def test_a_broken_tokenizer_json_is_one_clear_error(tmp_path):
+    from wattwise.errors import ModelLoadError
+
+    directory = tiny_bert_directory(tmp_path)
+    normalizer = json.loads((directory / "tokenizer.json").read_text())["normalizer"]
+    (directory / "tokenizer.json").write_text(json.dumps({"normalizer": normalizer}))
+    assert bert_tokenizer_files(directory) is not None  # looks like BERT, but cannot load
+    with pytest.raises(ModelLoadError, match="cannot load the tokenizer from"):
+        load_hf_tokenizer(directory)

@@ -75,21 +75,16 @@ def load_hf_tokenizer(directory: Path):
 
     directory = Path(directory)
     config = bert_tokenizer_files(directory)
-    if config is not None:
-        try:
-            return BertJsonTokenizer(directory, config)
-        except (OSError, ValueError, RuntimeError) as error:
-            raise ModelLoadError(
-                f"cannot load the tokenizer from {directory}: {str(error).splitlines()[0]}; "
-                + HF_DIRECTORY_FIX
-            ) from error
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
     try:
+        if config is not None:
+            return BertJsonTokenizer(directory, config)
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
         return AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    except (OSError, ValueError, KeyError) as error:
+    # `tokenizers` raises a plain Exception for a tokenizer.json it cannot read.
+    except Exception as error:
         raise ModelLoadError(
             f"cannot load the tokenizer from {directory}: {str(error).splitlines()[0]}; "
             + HF_DIRECTORY_FIX
