@@ -10,7 +10,11 @@ import torch
 from transformers import AutoTokenizer
 
 from tests.compress.tiny_bert import tiny_bert_directory
-from wattwise.models.bert_tokenizer import BertJsonTokenizer, bert_tokenizer_files
+from wattwise.models.bert_tokenizer import (
+    BertJsonTokenizer,
+    bert_tokenizer_files,
+    load_bert_json_tokenizer,
+)
 from wattwise.models.text_encoder import load_hf_tokenizer, minilm_directory
 from wattwise.tasks.text import TextEncoderTask
 
@@ -67,7 +71,7 @@ def test_a_config_that_changes_the_normalizer_goes_through_transformers(tmp_path
     config = json.loads(config_file.read_text())
     config["do_lower_case"] = False  # tokenizer.json lowercases; transformers would rebuild it
     config_file.write_text(json.dumps(config))
-    assert bert_tokenizer_files(directory) is None
+    assert load_bert_json_tokenizer(directory) is None
 
 
 def test_other_tokenizers_go_through_transformers(tmp_path):

@@ -23,7 +23,8 @@ BERT_INPUT_NAMES = ["input_ids", "token_type_ids", "attention_mask"]
 
 
 def bert_tokenizer_files(directory: Path) -> dict[str, Any] | None:
-    """The directory's tokenizer config when it is a BERT tokenizer with a tokenizer.json."""
+    """The directory's tokenizer config when it names a BERT tokenizer and a tokenizer.json
+    exists (whether the file's normalizer agrees is checked once it is loaded)."""
     config_file, tokenizer_file = directory / "tokenizer_config.json", directory / "tokenizer.json"
     if not (config_file.is_file() and tokenizer_file.is_file()):
         return None
@@ -38,16 +39,24 @@ def bert_tokenizer_files(directory: Path) -> dict[str, Any] | None:
     pad = config.get("pad_token", "[PAD]")
     if not isinstance(pad, str) or not isinstance(config.get("model_max_length", 512), int):
         return None
-    return config if _normalizer_agrees(tokenizer_file, config) else None
+    return config
 
 
-def _normalizer_agrees(tokenizer_file: Path, config: dict[str, Any]) -> bool:
-    """Whether tokenizer.json's normalizer already does what tokenizer_config.json asks:
+def load_bert_json_tokenizer(directory: Path) -> BertJsonTokenizer | None:
+    """The directory's BERT tokenizer read from tokenizer.json, or None when transformers must
+    load it (not a BERT tokenizer, or a config that changes the file's normalizer). A
+    tokenizer.json that cannot be read raises the `tokenizers` library's error."""
+    config = bert_tokenizer_files(directory)
+    if config is None:
+        return None
+    tokenizer = BertJsonTokenizer(directory, config)
+    return tokenizer if _normalizer_agrees(tokenizer.backend, config) else None
+
+
+def _normalizer_agrees(backend: Any, config: dict[str, Any]) -> bool:
+    """Whether the loaded tokenizer's normalizer already does what tokenizer_config.json asks:
     transformers' BERT tokenizer rebuilds the normalizer when they differ; this class cannot."""
-    try:
-        normalizer = json.loads(tokenizer_file.read_text()).get("normalizer") or {}
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
+    normalizer = json.loads(backend.normalizer.__getstate__()) if backend.normalizer else {}
     if normalizer.get("type") != "BertNormalizer":
         return False
     return (

@@ -71,13 +71,13 @@ def load_hf_tokenizer(directory: Path):
     """Only the tokenizer of a Hugging Face model directory (offline): what feeds a model
     whose weights and graph live elsewhere (an ONNX variant). A BERT tokenizer loads from its
     tokenizer.json without importing transformers (`bert_tokenizer`); others through it."""
-    from wattwise.models.bert_tokenizer import BertJsonTokenizer, bert_tokenizer_files
+    from wattwise.models.bert_tokenizer import load_bert_json_tokenizer
 
     directory = Path(directory)
-    config = bert_tokenizer_files(directory)
     try:
-        if config is not None:
-            return BertJsonTokenizer(directory, config)
+        tokenizer = load_bert_json_tokenizer(directory)
+        if tokenizer is not None:
+            return tokenizer
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
