@@ -20,5 +20,9 @@ LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"
 ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2
 GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512DQ,-AVX512CD,-AVX512BW,-AVX512VL
-export LD_PRELOAD ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA GLIBC_TUNABLES
+# Inductor's cache (torch.compile) does not key its kernels on the vector ISA: AVX-512 kernels
+# cached by an unmasked run were reused here with AVX2's 8-lane vectors and segfaulted
+# (torch 2.13, `generate --compile`). A cache of its own keeps the two apart.
+TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-${TMPDIR:-/tmp}/torchinductor_$(id -u)_avx2}"
+export LD_PRELOAD ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA GLIBC_TUNABLES TORCHINDUCTOR_CACHE_DIR
 exec "$@"

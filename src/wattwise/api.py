@@ -286,11 +286,15 @@ def generate(
     draft: str | None = None,
     kv_cache: bool = True,
     show_progress: bool = False,
+    compiled: bool = False,
 ):
     """Greedy continuation of `prompt`; returns `wattwise.models.generation.GenerationResult`.
 
     `draft`: a causal-LM spec, or "auto" to build one from `model` (keep 2 layers, distil,
     int8: `wattwise.compress.draft`); the target alone is run too for the speed-up.
+    `compiled`: decode with transformers' static KV cache and a compiled forward; compiling
+    takes seconds once per process and cache length (`result.compile_s`), so it pays for long
+    outputs and repeated calls.
     Example:
         r = wattwise.api.generate("tiny-lm", "Return the", 32, draft="auto")
         print(r.text, r.tokens_per_s, r.acceptance_rate, r.speedup)
@@ -315,7 +319,12 @@ def generate(
         helper = open_model(draft)
         require_causal_lm(helper, "draft")
     tokens, stats = greedy_generate(
-        target, input_ids, max_new_tokens, kv_cache, helper.module if helper else None
+        target,
+        input_ids,
+        max_new_tokens,
+        kv_cache,
+        helper.module if helper else None,
+        compiled=compiled,
     )
     gaps = sorted(stats.token_times_ms)
     result = GenerationResult(
@@ -329,6 +338,8 @@ def generate(
         tokens_per_s=stats.tokens_per_s,
         ttft_ms=stats.ttft_ms,
         time_per_output_token_ms_p50=gaps[len(gaps) // 2] if gaps else None,
+        compiled=compiled,
+        compile_s=stats.compile_s,
     )
     if helper is not None:
         alone, alone_stats = greedy_generate(target, input_ids, max_new_tokens, kv_cache)

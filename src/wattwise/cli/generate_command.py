@@ -22,13 +22,25 @@ def generate(
     no_kv_cache: bool = typer.Option(
         False, "--no-kv-cache", help="Recompute the whole prefix every step (for comparison)."
     ),
+    compile_decode: bool = typer.Option(
+        False,
+        "--compile",
+        help="Compile the decode step (transformers' static KV cache + torch.compile): "
+        "seconds to compile once, then faster tokens; pays for long outputs.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Continue PROMPT greedily with MODEL (KV cache on); with --draft, by speculative decoding."""
     from wattwise.api import generate as run_generate
 
     result = run_generate(
-        model, prompt, max_new_tokens, draft, kv_cache=not no_kv_cache, show_progress=not as_json
+        model,
+        prompt,
+        max_new_tokens,
+        draft,
+        kv_cache=not no_kv_cache,
+        show_progress=not as_json,
+        compiled=compile_decode,
     )
     if as_json:
         print_json(result.to_dict())
@@ -37,6 +49,11 @@ def generate(
     console.print(
         f"{result.new_tokens} tokens in {result.seconds:.3f} s: {result.tokens_per_s:.1f} tokens/s, "
         f"first token {result.ttft_ms:.1f} ms, KV cache {'on' if result.kv_cache else 'off'}"
+        + (
+            f", compiled (compiling took {result.compile_s:.1f} s, not counted)"
+            if result.compiled
+            else ""
+        )
     )
     if result.draft:
         console.print(

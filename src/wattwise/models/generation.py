@@ -1,5 +1,6 @@
 """Greedy decoding of a causal LM through transformers' `generate`: KV cache on by default,
-speculative decoding through its assisted generation (`assistant_model=`).
+speculative decoding through its assisted generation (`assistant_model=`), and compiled decode
+steps (`compiled=True`: transformers' static KV cache + `CompileConfig`, i.e. torch.compile).
 
 What we add over calling `generate` directly: per-token timestamps (time to first token, time
 per output token) from a streamer, and the speculative round counts (target and draft forward
@@ -31,6 +32,9 @@ class DecodeStats:
             several at once: their gaps are 0).
         target_forwards: forward passes of the target model.
         draft_forwards: forward passes of the draft (0 without one).
+        compile_s: seconds of the untimed warm-up call that compiled the decode step
+            (`compiled=True`; milliseconds once the graph for this cache length exists; 0
+            without `compiled`). Not part of `seconds`.
     """
 
     new_tokens: int
@@ -39,6 +43,7 @@ class DecodeStats:
     token_times_ms: list[float] = field(default_factory=list)
     target_forwards: int = 0
     draft_forwards: int = 0
+    compile_s: float = 0.0
 
     @property
     def tokens_per_s(self) -> float:
@@ -92,6 +97,70 @@ def _count_forwards(module: nn.Module | None):
         handle.remove()
 
 
+# Static caches are sized in steps of this many tokens, so prompts and outputs of nearby
+# lengths share one compiled decode graph (dynamo recompiles per cache shape; `dynamic=False`
+# keeps the graph specialised, which is what makes it fast).
+STATIC_CACHE_STEP = 64
+
+
+# Tokens the warm-up generates: the prefill's and a few compiled decode steps.
+WARM_UP_TOKENS = 3
+
+
+def static_cache_length(prompt_tokens: int, max_new_tokens: int) -> int:
+    """The static KV cache's length for a prompt and output: their sum, rounded up to
+    `STATIC_CACHE_STEP`."""
+    needed = prompt_tokens + max_new_tokens
+    return -(-needed // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
+
+
+def _compile_config(lm: nn.Module):
+    """transformers' CompileConfig for `lm`'s device. On CUDA its default (inductor,
+    "reduce-overhead": CUDA graphs); elsewhere inductor's default mode, which `generate` only
+    uses when `_compile_all_devices` is set (it does not auto-compile off GPU)."""
+    from transformers import CompileConfig
+
+    if lm.device.type == "cuda":
+        return CompileConfig()
+    config = CompileConfig(mode="default")
+    config._compile_all_devices = True
+    return config
+
+
+def _compiled_kwargs(lm: nn.Module, input_ids: torch.Tensor, max_new_tokens: int) -> dict:
+    """`generate` keyword arguments for compiled decode steps: a fresh static cache of the
+    bucketed length and the compile config (transformers compiles the forward on first use and
+    caches it on the model)."""
+    from transformers import StaticCache
+
+    length = static_cache_length(input_ids.shape[1], max_new_tokens)
+    cache = StaticCache(config=lm.config, max_cache_len=length)
+    return {"past_key_values": cache, "compile_config": _compile_config(lm)}
+
+
+def _warm_up_compiled(
+    lm: nn.Module, input_ids: torch.Tensor, kwargs: dict, max_new_tokens: int
+) -> float:
+    """Run `WARM_UP_TOKENS` tokens through the compiled path with the same cache length, so compiling is
+    not timed as decoding; returns its seconds. A model whose forward cannot be compiled or
+    that has no static cache gets a ConfigError."""
+    warm = dict(kwargs, max_new_tokens=WARM_UP_TOKENS, min_new_tokens=WARM_UP_TOKENS)
+    started = time.perf_counter()
+    try:
+        warm.update(_compiled_kwargs(lm, input_ids, max_new_tokens))
+        # Under a forward hook like the timed call's: dynamo guards on the module's hooks, and
+        # a warm-up without one would leave the timed call to compile again.
+        with _count_forwards(lm):
+            lm.generate(input_ids, **warm)
+    except Exception as error:  # any failure means: this model cannot compile
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ConfigError(
+            f"compiling {type(lm).__name__}'s decode step failed ({type(error).__name__}: "
+            f"{first_line[:200]}); generate without --compile"
+        ) from error
+    return time.perf_counter() - started
+
+
 def greedy_generate(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -99,12 +168,16 @@ def greedy_generate(
     use_cache: bool = True,
     draft: nn.Module | None = None,
     stop_at_eos: bool = True,
+    compiled: bool = False,
 ) -> tuple[torch.Tensor, DecodeStats]:
     """Greedy tokens after `input_ids` (shape (batch, n)) and their timings.
 
     `model`/`draft` are `CausalLM` wrappers (their `.lm` generates). With a draft, transformers'
     assisted generation drafts tokens and the target verifies them: greedy output is the
     target's own. `stop_at_eos=False` forces exactly `max_new_tokens` (benchmarks).
+    `compiled=True` decodes with transformers' static KV cache and compiled forward
+    (torch.compile); the first call per cache length compiles, in an untimed warm-up reported
+    as `stats.compile_s`. Greedy output is the same tokens.
 
     Example:
         ids, stats = greedy_generate(loaded.module, prompt_ids, 64)
@@ -119,6 +192,10 @@ def greedy_generate(
         )
     if draft is not None and not use_cache:
         raise ConfigError("speculative decoding needs the KV cache; drop --no-kv-cache")
+    if compiled and (draft is not None or not use_cache):
+        raise ConfigError(
+            "--compile compiles the KV-cached decode step; drop --draft and --no-kv-cache"
+        )
     kwargs = {
         "max_new_tokens": max_new_tokens,
         "do_sample": False,
@@ -131,6 +208,11 @@ def greedy_generate(
     if draft is not None:
         draft.lm.generation_config.num_assistant_tokens_schedule = "heuristic_transient"
         kwargs["assistant_model"] = draft.lm
+    compile_s = 0.0
+    if compiled:
+        with torch.inference_mode():  # the cache's tensors too: dynamo guards on the mode
+            compile_s = _warm_up_compiled(lm, input_ids, kwargs, max_new_tokens)
+            kwargs.update(_compiled_kwargs(lm, input_ids, max_new_tokens))
     streamer = _Timestamps()
     with (
         torch.inference_mode(),
@@ -147,7 +229,7 @@ def greedy_generate(
     for (previous, _), (now, count) in zip(streamer.arrivals, streamer.arrivals[1:], strict=False):
         gaps.extend([(now - previous) * 1000] + [0.0] * (count - 1))
     stats = DecodeStats(
-        new_tokens, seconds, ttft_ms, gaps, target_calls["calls"], draft_calls["calls"]
+        new_tokens, seconds, ttft_ms, gaps, target_calls["calls"], draft_calls["calls"], compile_s
     )
     return output[:, input_ids.shape[1] :], stats
 
@@ -183,6 +265,8 @@ class GenerationResult:
         target_alone_tokens_per_s / speedup: the same prompt without the draft, and the ratio
             (with a draft; measured in the same call, one after the other).
         identical_to_target: whether the drafted output equals the target's own greedy output.
+        compiled / compile_s: whether decode steps ran compiled (`--compile`) and the seconds
+            the untimed warm-up that compiled them took (not in `seconds`).
     """
 
     model: str
@@ -200,6 +284,8 @@ class GenerationResult:
     target_alone_tokens_per_s: float | None = None
     speedup: float | None = None
     identical_to_target: bool | None = None
+    compiled: bool = False
+    compile_s: float = 0.0
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict."""
