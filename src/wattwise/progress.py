@@ -11,10 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 # Progress and human output go to stderr so stdout stays clean for --json.
-console = Console(stderr=True)
+# markup=False on both: what we print quotes layer names, paths, errors and generated text,
+# and rich would read their brackets as markup and drop them ("ignore: [enc.layers.0...]",
+# "list[int]"). Styling is done with `style=` / `rich.text.Text` instead.
+console = Console(stderr=True, markup=False)
 # Results a person reads (tables, headlines) go to stdout.
 # Piped output gets 120 columns instead of rich's 80 so tables stay on one line per row.
-result_console = Console(width=None if sys.stdout.isatty() else 120)
+result_console = Console(width=None if sys.stdout.isatty() else 120, markup=False)
 
 
 def progress_enabled() -> bool:
@@ -46,14 +49,14 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[status]}", markup=False),  # statuses quote user text
     )
     with Progress(*columns, console=console, transient=True) as progress:
         task_id = progress.add_task(description, total=total, status="")
         yield _Bar(progress, task_id)
 
 
-def info(message: str) -> None:
-    """A status line on stderr unless quiet."""
+def info(message: str, style: str | None = None) -> None:
+    """A status line on stderr unless quiet, as plain text (no markup), in `style` if given."""
     if progress_enabled():
-        console.print(message)
+        console.print(message, style=style, highlight=False)

@@ -43,7 +43,7 @@ def test_a_model_that_cannot_compile_gets_one_clear_error(tiny_lm, monkeypatch):
 
     monkeypatch.setattr(tiny_lm.module.lm, "get_compiled_call", refuse)
     prompt = tiny_lm.task.prompts(1, 8)[0]
-    with pytest.raises(ConfigError, match="backend exploded.*without --compile"):
+    with pytest.raises(ConfigError, match=r"backend exploded.*without --compile"):
         greedy_generate(tiny_lm.module, prompt, 4, compiled=True)
 
 

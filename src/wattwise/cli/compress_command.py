@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from wattwise.cli import app
@@ -50,7 +49,7 @@ def compress(
     from wattwise.cli.profile_command import profile_table
 
     result_console.print(profile_table(variant.profile))
-    result_console.print(f"variant written to [bold]{variant.path}[/]")
+    result_console.print(f"variant written to {variant.path}")
 
 
 def step_table(variant) -> Table:
@@ -65,7 +64,7 @@ def step_table(variant) -> Table:
             flops = f"{snap.flops_per_sample / 1e6:.2f}" if snap.flops_per_sample else "n/a"
             quality = ", ".join(f"{k} {v:.4f}" for k, v in snap.quality.items())
             table.add_row(
-                escape(f"{report.step} [{label}]"),
+                f"{report.step} [{label}]",
                 f"{snap.parameters:,}",
                 f"{snap.size_bytes / 1e6:.3f}",
                 flops,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.text import Text
 
 from wattwise.cli import app
 from wattwise.cli.common import JSON_OPTION, print_json
@@ -45,7 +46,7 @@ def generate(
     if as_json:
         print_json(result.to_dict())
         return
-    console.print(f"[bold]{result.prompt}[/bold]{result.text}")
+    console.print(Text.assemble((result.prompt, "bold"), result.text))
     console.print(
         f"{result.new_tokens} tokens in {result.seconds:.3f} s: {result.tokens_per_s:.1f} tokens/s, "
         f"first token {result.ttft_ms:.1f} ms, KV cache {'on' if result.kv_cache else 'off'}"

@@ -78,10 +78,20 @@ def headline(result) -> str:
         f"Chosen: {result.chosen.label}. At batch {result.batch_size}: {speed}. Test-split quality: {quality_text(after['quality'])} "
         f"(original {quality_text(before['quality'])}); budget {result.budget.text()} holds on the held-out "
         f"split. Energy per 1k inferences: {after['energy_j_per_1k_by_batch'][key]:.4g} J vs "
-        f"{before['energy_j_per_1k_by_batch'][key]:.4g} J ({energy_ratio:.2f}x less), "
-        f"{_energy_label(after)}. Size {after['size_bytes'] / 1e6:.2f} MB vs "
-        f"{before['size_bytes'] / 1e6:.2f} MB."
+        f"{before['energy_j_per_1k_by_batch'][key]:.4g} J ({_times_less(energy_ratio)}), "
+        f"{_energy_label(after)}. Size {_size_text(after['size_bytes'])} vs "
+        f"{_size_text(before['size_bytes'])}."
     )
+
+
+def _times_less(ratio: float) -> str:
+    """'2.50x less' for a saving, '1.15x more' when the variant costs more (ratio < 1)."""
+    return f"{ratio:.2f}x less" if ratio >= 1 else f"{1 / ratio:.2f}x more"
+
+
+def _size_text(size_bytes: float) -> str:
+    """Bytes as MB, or kB below 0.1 MB (a 20 kB model is not '0.00 MB')."""
+    return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e5 else f"{size_bytes / 1e3:.1f} kB"
 
 
 def _row(result, r: CandidateResult) -> list[str]:

@@ -238,7 +238,7 @@ def decode(store: CheckpointStore, name: str, manifest: dict, files: dict[str, b
 
 def newest_on(store: CheckpointStore, warn=None) -> Restored | None:
     """The newest checkpoint on one replica that verifies; skipped ones are warned about."""
-    warn = warn or (lambda message: console.print(f"[yellow]warning:[/] {message}"))
+    warn = warn or (lambda message: console.print(f"warning: {message}", style="yellow"))
     for name in store.list_checkpoints():
         if not store.exists(name, MANIFEST):
             continue  # never committed (a crash mid-write): not counted, nothing to warn about
@@ -260,7 +260,7 @@ def newest_committed(stores: list[CheckpointStore], warn=None) -> Restored | Non
         try:
             found = newest_on(store, warn)
         except CheckpointError as error:
-            (warn or (lambda m: console.print(f"[yellow]warning:[/] {m}")))(
+            (warn or (lambda m: console.print(f"warning: {m}", style="yellow")))(
                 f"replica {store.url} skipped while looking for checkpoints: {error}"
             )
             continue

@@ -236,7 +236,7 @@ def _measure_memory(setup: TrainingSetup, settings: TrainSettings) -> dict[str, 
 
 def _warn(journal: Journal, message: str) -> None:
     journal.write("warning", message=message)
-    info(f"[yellow]warning:[/] {message}")
+    info(f"warning: {message}", style="yellow")
 
 
 def _log(journal: Journal, message: str) -> None:
