@@ -22,6 +22,7 @@ import pytest
 from wattwise.models.registry import load_model
 from wattwise.serve.http_app import build_app
 from wattwise.serve.metrics import ServeMetrics
+from wattwise.serve.schemas import request_model
 from wattwise.serve.settings import ServeSettings
 from wattwise.serve.signature import array_inputs, describe_model, encode_outputs
 
@@ -44,6 +45,9 @@ class LocalIngress:
         )
         self.api_key_digest = self.settings.api_key_digest()
         self.metrics = ServeMetrics()
+        self.request_type = request_model(
+            self.signature, self.settings.max_batch_size, self.settings.max_text_chars
+        )
 
     async def predict(self, inputs):
         import torch

@@ -49,6 +49,7 @@ class RunningServer:
     def __init__(self, process: subprocess.Popen, ready: dict, temp_dir: str, port: int, env):
         self.process = process
         self.url = ready["url"]
+        self.grpc = ready.get("grpc")
         self.ray_address = ready["ray_address"]
         self.temp_dir = temp_dir
         self.port = port
@@ -108,6 +109,7 @@ def server(digits):
     env = {**os.environ}
     args = ["serve", "digits-cnn", "--replicas", "2", "--port", str(port)]
     args += ["--api-key-env", KEY_ENV, "--ray-temp-dir", temp_dir, "--json"]
+    args += ["--grpc-port", str(_free_port())]
     # Bounded queue small enough that a burst can fill it, big enough for 64 clients.
     # (Under load Ray's router holds requests not yet assigned in this queue, so it must hold
     # all 64 clients' requests.) The ingress works on 128 at once: at 64, twice the proxy's
@@ -171,6 +173,50 @@ def test_a_list_of_inputs_gets_one_prediction_each_in_order(server, digits):
     body = response.json()
     assert body["model"] == "digits-cnn"
     assert [p["label"] for p in body["predictions"]] == expected.argmax(dim=-1).tolist()
+
+
+def test_grpc_predict_matches_in_process_and_http(server, digits):
+    from wattwise.serve.grpc_ingress import grpc_predict
+
+    grids, expected = _digit_images(digits, 5)
+    over_grpc = grpc_predict(server.grpc, grids, api_key=API_KEY)
+    assert [p["label"] for p in over_grpc["predictions"]] == expected.argmax(dim=-1).tolist()
+    served = torch.tensor([p["probabilities"] for p in over_grpc["predictions"]])
+    assert torch.allclose(served, expected, atol=1e-5)
+    over_http = httpx.post(f"{server.url}/v1/predict", json={"inputs": grids}, headers=AUTH)
+    assert over_grpc == over_http.json()
+    one = grpc_predict(server.grpc, grids[0], api_key=API_KEY)  # a single input, not a list
+    assert len(one["predictions"]) == 1
+
+
+def _grpc_refusal(server, body: bytes, metadata=None):
+    import grpc
+
+    from wattwise.serve.grpc_ingress import PREDICT_METHOD
+
+    with grpc.insecure_channel(server.grpc) as channel, pytest.raises(grpc.RpcError) as refused:
+        channel.unary_unary(PREDICT_METHOD)(body, timeout=30, metadata=metadata)
+    return refused.value.code(), json.loads(refused.value.details())
+
+
+def test_grpc_refusals_carry_status_codes_and_the_http_error_body(server):
+    import grpc
+
+    key = (("x-api-key", API_KEY),)
+    good = json.dumps({"inputs": [[0] * 8] * 8}).encode()
+    code, body = _grpc_refusal(server, good)
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "API key" in body["detail"]
+    code, body = _grpc_refusal(server, good, (("authorization", "Bearer not-the-key"),))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    code, body = _grpc_refusal(server, b'{"inputs": [[17, 2], [3, 4]]}', key)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and body["detail"][0]["loc"][0] == "inputs"
+    code, body = _grpc_refusal(server, b"not json", key)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, body = _grpc_refusal(server, b"[" * 1_000_001, key)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "bytes" in body["detail"]
+    metrics = httpx.get(f"{server.url}/metrics", headers=AUTH).text
+    assert 'path="/wattwise.v1.Wattwise/Predict",status="401"' in metrics
+    assert 'path="/wattwise.v1.Wattwise/Predict",status="200"' in metrics
 
 
 def test_missing_or_wrong_api_key_gets_401(server):

@@ -61,3 +61,29 @@ def test_an_address_where_no_cluster_answers_fails_fast_with_one_line():
         check_cluster_answers("127.0.0.1:1")
     with pytest.raises(ConfigError, match="HOST:PORT"):
         check_cluster_answers("nonsense")
+
+
+def test_grpc_port_is_checked_and_puts_the_proxy_on_the_host():
+    from wattwise.serve.grpc_ingress import HOST_ENV, SETUP_HOOK
+    from wattwise.serve.runtime import grpc_runtime_env
+
+    assert ServeSettings("digits-cnn", grpc_port=9001).checked().grpc_port == 9001
+    for bad in (0, 70000, 8000):
+        with pytest.raises(ConfigError, match="--grpc-port"):
+            ServeSettings("digits-cnn", port=8000, grpc_port=bad).checked()
+    env = grpc_runtime_env("127.0.0.1")
+    assert env["worker_process_setup_hook"] == SETUP_HOOK
+    assert env["env_vars"] == {HOST_ENV: "127.0.0.1"}
+
+
+def test_the_grpc_setup_hook_rewrites_rays_all_interfaces_address(monkeypatch):
+    from ray.serve._private import default_impl
+
+    from wattwise.serve.grpc_ingress import HOST_ENV, bind_grpc_proxy_to_host
+
+    bound = []
+    monkeypatch.setattr(default_impl, "add_grpc_address", lambda _s, a: bound.append(a))
+    monkeypatch.setenv(HOST_ENV, "::1")
+    bind_grpc_proxy_to_host()
+    default_impl.add_grpc_address(None, "[::]:9000")
+    assert bound == ["[::1]:9000"]

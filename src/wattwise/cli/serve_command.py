@@ -30,6 +30,7 @@ SERVE_FLAGS = OptionGroup(
             "batch_wait_ms",
             "host",
             "port",
+            "grpc_port",
             "address",
             "api_key_env",
         ),
@@ -94,10 +95,17 @@ def serve(
     }
     if server.signature.generates:
         ready["generate"] = f"{server.url}/v1/generate"
+    if server.grpc_target:
+        ready["grpc"] = server.grpc_target
     if as_json:
         print_json(ready)
     else:
         console.print(f"serving {ready['model']} at {ready['url']} (OpenAPI: {ready['openapi']})")
+        if server.grpc_target:
+            console.print(
+                f"gRPC at {server.grpc_target}: wattwise.v1.Wattwise/Predict and /Model, "
+                "JSON bodies as bytes (docs/serving.md)"
+            )
         console.print(
             f"swap live: wattwise serve NEW_MODEL --swap --address {server.ray_address} "
             f"--port {settings.port}; stop: Ctrl-C"

@@ -22,7 +22,6 @@ from wattwise.serve.schemas import (
     Readiness,
     generate_request_model,
     generate_responses,
-    request_model,
     response_model,
 )
 from wattwise.serve.settings import is_loopback
@@ -113,7 +112,7 @@ def add_generate_route(app: Any, ingress: Any, protected: list, auth_errors: dic
 def build_app(ingress: Any) -> Any:
     """The ASGI app for one Ingress replica (`ingress` holds settings, signature, metrics)."""
     settings, signature = ingress.settings, ingress.signature
-    request_type = request_model(signature, settings.max_batch_size, settings.max_text_chars)
+    request_type = ingress.request_type
     response_type = response_model(signature)
     errors = {
         413: {"model": ErrorBody, "description": "request body too large"},
@@ -167,7 +166,7 @@ def build_app(ingress: Any) -> Any:
     @app.get("/v1/model", dependencies=protected, responses=auth_errors)
     async def model_info() -> dict:
         """The served model's signature and an example request."""
-        return {**signature.to_dict(), "example_request": {"inputs": [signature.example]}}
+        return signature.description()
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> dict:

@@ -17,11 +17,13 @@ from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError, RayServeException
 
 from wattwise.serve.generation_relay import RelayResponse, open_stream
+from wattwise.serve.grpc_ingress import MODEL_METHOD, PREDICT_METHOD, answer
 from wattwise.serve.http_app import ServiceUnavailable, build_app
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
 from wattwise.serve.metrics import ServeMetrics
 from wattwise.serve.replica import count_inputs
 from wattwise.serve.retries import RetrySchedule, is_replica_failure
+from wattwise.serve.schemas import request_model
 from wattwise.serve.settings import APP_NAME, MODEL_DEPLOYMENT, ServeSettings
 from wattwise.serve.signature import ModelSignature
 
@@ -40,7 +42,8 @@ bind_replica_grpc_to_loopback()
 @serve.deployment
 @serve.ingress()
 class Ingress:
-    """Validates requests (via the app), calls the model replicas, keeps the metrics."""
+    """Validates requests (via the app, or `grpc_ingress` for gRPC), calls the model replicas,
+    keeps the metrics."""
 
     def __init__(
         self,
@@ -55,12 +58,24 @@ class Ingress:
         self.signature = ModelSignature.from_dict(signature)
         self.api_key_digest = api_key_digest
         self.metrics = ServeMetrics()
+        self.request_type = request_model(
+            self.signature, self.settings.max_batch_size, self.settings.max_text_chars
+        )
         self._status: tuple[float, int] = (0.0, 0)
         self._joined_call.set_max_batch_size(self.settings.max_batch_size)
         self._joined_call.set_batch_wait_timeout_s(self.settings.batch_wait_ms / 1000.0)
 
     def __serve_build_asgi_app__(self):
         return build_app(self)
+
+    # gRPC methods (Ray Serve's gRPC proxy calls the ingress method named like the RPC).
+    async def Predict(self, data: bytes, grpc_context: Any) -> Any:
+        """`wattwise.v1.Wattwise/Predict`: the `POST /v1/predict` JSON body as gRPC bytes."""
+        return await answer(self, PREDICT_METHOD, data, grpc_context)
+
+    async def Model(self, data: bytes, grpc_context: Any) -> Any:
+        """`wattwise.v1.Wattwise/Model`: what `GET /v1/model` returns."""
+        return await answer(self, MODEL_METHOD, data, grpc_context)
 
     async def generate(self, request: dict[str, Any]) -> Any:
         """A `/v1/generate` response (`request`: the validated body) as SSE relayed from the

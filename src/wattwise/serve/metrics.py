@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 FILL_RATIO_BUCKETS = (0.125, 0.25, 0.5, 0.75, 1.0)
-# Paths get their own label; anything else (probes, typos, scanners) is "other", so random
-# URLs cannot grow the label set without bound.
 # A replica that sent no batch for this long is dropped from the per-replica gauges.
 REPLICA_STALE_S = 30.0
+# Paths (and gRPC methods) get their own label; anything else (probes, typos, scanners) is
+# "other", so random URLs cannot grow the label set without bound.
 KNOWN_PATHS = (
     "/v1/predict",
     "/v1/generate",
@@ -27,6 +27,8 @@ KNOWN_PATHS = (
     "/readyz",
     "/metrics",
     "/openapi.json",
+    "/wattwise.v1.Wattwise/Predict",
+    "/wattwise.v1.Wattwise/Model",
 )
 
 
@@ -101,7 +103,7 @@ class ServeMetrics:
     def render(self, healthy_replicas: int, target_replicas: int) -> str:
         """The whole exposition text."""
         lines = [
-            "# HELP wattwise_requests_total HTTP responses of the ingress by path and status.",
+            "# HELP wattwise_requests_total Responses of the ingress by path (HTTP) or method (gRPC) and status (gRPC as its HTTP equivalent).",
             "# TYPE wattwise_requests_total counter",
         ]
         for (path, status), count in sorted(self.responses_by_status.items()):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wattwise.errors import ConfigError
+from wattwise.serve.grpc_ingress import HOST_ENV, SETUP_HOOK
 from wattwise.serve.settings import ServeSettings, is_loopback
 
 
@@ -76,6 +77,12 @@ def check_cluster_answers(address: str) -> None:
         ) from error
 
 
+def grpc_runtime_env(host: str) -> dict:
+    """The job's runtime_env that puts Ray Serve's gRPC proxy on `host` (it binds `[::]`
+    otherwise): a worker setup hook, `grpc_ingress.bind_grpc_proxy_to_host`."""
+    return {"worker_process_setup_hook": SETUP_HOOK, "env_vars": {HOST_ENV: host}}
+
+
 @dataclass
 class RayRuntime:
     """A connected Ray driver. `owns_cluster` is True when we started it (and must stop it)."""
@@ -108,6 +115,8 @@ def start_ray(settings: ServeSettings) -> RayRuntime:
         context = ray.get_runtime_context()
         return RayRuntime(context.gcs_address, owns_cluster=False, temp_dir=None)
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
+    if settings.grpc_port is not None:
+        common["runtime_env"] = grpc_runtime_env(settings.host)
     if settings.address:
         try:
             ray.init(address=settings.address, **common)

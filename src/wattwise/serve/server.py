@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from wattwise.errors import ConfigError, WattwiseError
+from wattwise.serve.grpc_ingress import grpc_options
 from wattwise.serve.runtime import RayRuntime, start_ray
 from wattwise.serve.settings import APP_NAME, ServeSettings
 from wattwise.serve.signature import ModelSignature, describe_model
@@ -154,6 +155,13 @@ class Server:
     _stopped: bool = False
 
     @property
+    def grpc_target(self) -> str | None:
+        """HOST:PORT of the gRPC ingress (`--grpc-port`), or None when it is off."""
+        if self.settings.grpc_port is None:
+            return None
+        return f"{_url_host(self.settings.host)}:{self.settings.grpc_port}"
+
+    @property
     def ray_address(self) -> str:
         """GCS address another driver passes as `--address` (e.g. to swap the model)."""
         return self.runtime.address
@@ -211,13 +219,18 @@ def start_server(settings: ServeSettings, signature: ModelSignature | None = Non
     settings = settings.checked()
     if not settings.address:
         check_port_free(settings.host, settings.port)
+        if settings.grpc_port is not None:
+            check_port_free(settings.host, settings.grpc_port)
     if signature is None:
         signature = model_signature(settings)  # before Ray: a bad spec costs no Ray start
     runtime = start_ray(settings)
     try:
         from ray import serve
 
-        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.start(
+            http_options={"host": settings.host, "port": settings.port},
+            **({"grpc_options": grpc_options(settings.grpc_port)} if settings.grpc_port else {}),
+        )
         url = f"http://{_url_host(settings.host)}:{settings.port}"
         server = Server(settings, signature, runtime, url)
         application = build_application(settings, signature)

@@ -45,6 +45,8 @@ class ServeSettings:
         batch_wait_ms: how long a batch waits to fill (at the ingress when it joins requests,
             else at each replica).
         host, port: where Ray Serve's HTTP proxy listens.
+        grpc_port: where its gRPC proxy listens too, on `host` (None: no gRPC;
+            `serve/grpc_ingress.py`: `wattwise.v1.Wattwise/Predict` with JSON bodies).
         address: None starts a local Ray instance; "auto" or "HOST:PORT" joins a cluster.
         api_key_env: name of the environment variable holding the API key (None: no key).
         request_timeout_s: a request's deadline, retries included.
@@ -78,6 +80,9 @@ class ServeSettings:
     batch_wait_ms: float = serve_flag(5.0, "How long a batch waits to fill.")
     host: str = serve_flag("127.0.0.1", "Bind address; non-loopback needs a key.")
     port: int = serve_flag(8000, "HTTP port.")
+    grpc_port: int | None = serve_flag(
+        None, "Also serve gRPC on this port (wattwise.v1.Wattwise/Predict, JSON bodies)."
+    )
     address: str | None = serve_flag(
         None, "Join a Ray cluster (auto or HOST:PORT) instead of starting one."
     )
@@ -177,6 +182,12 @@ class ServeSettings:
             raise ConfigError("--target-ongoing-requests must be > 0 and the delays ≥ 0")
         if not 0 < self.port < 65536:
             raise ConfigError(f"--port must be 1-65535, got {self.port}")
+        if self.grpc_port is not None and not (
+            0 < self.grpc_port < 65536 and self.grpc_port != self.port
+        ):
+            raise ConfigError(
+                f"--grpc-port must be 1-65535 and differ from --port, got {self.grpc_port}"
+            )
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise ConfigError(
                 f"--api-key-env {self.api_key_env}: that environment variable is empty; "

@@ -68,6 +68,10 @@ class ModelSignature:
         """Plain data (tuples become lists) for replica init arguments and `/v1/model`."""
         return dataclasses.asdict(self)
 
+    def description(self) -> dict[str, Any]:
+        """What `GET /v1/model` (and gRPC `Model`) returns: this and an example request."""
+        return {**self.to_dict(), "example_request": {"inputs": [self.example]}}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSignature:
         """The inverse of `to_dict`."""
