@@ -88,8 +88,17 @@ def body(inputs: int) -> bytes | None:
     return json.dumps({"inputs": [BODY["example"]] * inputs}).encode()
 
 
-def load(url: str, clients: int, duration: str, inputs: int = 1) -> LoadtestResult:
-    return run_loadtest(url, clients, duration, inputs_per_request=inputs, body=body(inputs))
+def load(
+    url: str, clients: int, duration: str, inputs: int = 1, grpc_target: str | None = None
+) -> LoadtestResult:
+    return run_loadtest(
+        url,
+        clients,
+        duration,
+        inputs_per_request=inputs,
+        body=body(inputs),
+        grpc_target=grpc_target,
+    )
 
 
 def tree_cpu_seconds() -> dict[int, float]:
@@ -105,11 +114,11 @@ def tree_cpu_seconds() -> dict[int, float]:
 
 
 def measured_load(
-    url: str, clients: int, duration: str, inputs: int
+    url: str, clients: int, duration: str, inputs: int, grpc_target: str | None = None
 ) -> tuple[LoadtestResult, float]:
     """A load test and the server tree's CPU seconds during it (processes alive throughout)."""
     before = tree_cpu_seconds()
-    result = load(url, clients, duration, inputs)
+    result = load(url, clients, duration, inputs, grpc_target)
     after = tree_cpu_seconds()
     server_cpu = sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
     return result, server_cpu
@@ -227,6 +236,37 @@ def overhead_before_after(url: str, settings: ServeSettings, duration: str, roun
     }
 
 
+def http_vs_grpc(server, duration: str, rounds: int) -> dict:
+    """Server CPU per request, throughput and latency through the HTTP and the gRPC ingress
+    (`--grpc-port`), same server, same bodies, rounds interleaved: ratios, one run."""
+    runs: dict[str, list[dict]] = {"http": [], "grpc": []}
+    for _ in range(rounds):
+        for name, target in (("http", None), ("grpc", server.grpc_target)):
+            load(server.url, CLIENTS, "3s", 1, target)
+            result, server_cpu = measured_load(server.url, CLIENTS, duration, 1, target)
+            runs[name].append(
+                summary(result)
+                | {"server_cpu_ms_per_request": 1000 * server_cpu / max(1, result.succeeded)}
+            )
+            print(name, json.dumps(runs[name][-1]), file=sys.stderr)
+
+    def mean(name: str, key: str) -> float:
+        return statistics.fmean(run[key] for run in runs[name])
+
+    return {
+        "runs": runs,
+        "cpu_ms_per_request_http": mean("http", "server_cpu_ms_per_request"),
+        "cpu_ms_per_request_grpc": mean("grpc", "server_cpu_ms_per_request"),
+        "cpu_per_request_grpc_over_http": mean("grpc", "server_cpu_ms_per_request")
+        / mean("http", "server_cpu_ms_per_request"),
+        "throughput_grpc_over_http": mean("grpc", "throughput_per_s")
+        / mean("http", "throughput_per_s"),
+        "p99_ms_http": mean("http", "latency_ms_p99"),
+        "p99_ms_grpc": mean("grpc", "latency_ms_p99"),
+        "failed": sum(run["requests"] - run["succeeded"] for r in runs.values() for run in r),
+    }
+
+
 def replica_memory(url: str) -> dict[str, float]:
     """Each model replica's resident memory (bytes) as `/metrics` reports it."""
     import httpx
@@ -257,7 +297,15 @@ def main() -> None:
         help="only the per-request overhead before/after the ingress joins requests",
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="--only-overhead: interleaved rounds of each"
+        "--only-protocols",
+        action="store_true",
+        help="only server CPU per request through HTTP vs gRPC (serve --grpc-port), interleaved",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="--only-overhead / --only-protocols: interleaved rounds of each",
     )
     parser.add_argument(
         "--only-replacement",
@@ -272,6 +320,25 @@ def main() -> None:
         report["kills"] = replacement_rounds(
             args.model, args.port, args.duration, args.only_replacement
         )
+        print(json.dumps(report, indent=2, default=str))
+        return
+    if args.only_protocols:
+        settings = ServeSettings(
+            model=args.model, port=args.port, grpc_port=args.port + 1, max_queued_requests=256
+        )
+        report["in_process"] = in_process(args.model, args.text_repeat)
+        server = start_server(settings)
+        try:
+            if args.text_repeat > 1 and server.signature.input_kind == "text":
+                BODY["example"] = example_input(server.signature.example, args.text_repeat)
+            report["protocols"] = http_vs_grpc(server, args.duration, args.rounds)
+        finally:
+            server.stop()
+        model_cpu_ms = report["in_process"]["cpu_ms_per_sample_bs32"]
+        for name in ("http", "grpc"):
+            report["protocols"][f"outside_model_cpu_ms_per_request_{name}"] = (
+                report["protocols"][f"cpu_ms_per_request_{name}"] - model_cpu_ms
+            )
         print(json.dumps(report, indent=2, default=str))
         return
     if args.only_overhead:

@@ -13,6 +13,7 @@ from wattwise.cli.common import (
     print_json,
     settings_flags,
 )
+from wattwise.errors import ConfigError
 from wattwise.progress import info
 from wattwise.progress import result_console as console
 from wattwise.serve.settings import ServeSettings
@@ -142,10 +143,17 @@ def loadtest(
     stop_at_eos: bool = typer.Option(
         False, "--stop-at-eos", help="--generate: let streams end early at end-of-text."
     ),
+    grpc_target: str = typer.Option(
+        None,
+        "--grpc",
+        help="Send the predictions over gRPC to HOST:PORT (serve --grpc-port) instead of HTTP.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Load-test a `wattwise serve` server: throughput, p50/p95/p99 latency, errors by status;
     with --generate, time to first token, time per output token and output tokens/s."""
+    if generate and grpc_target:
+        raise ConfigError("--generate streams over HTTP only; drop --grpc")
     if generate:
         from wattwise.serve.loadtest_generation import run_generation_loadtest
 
@@ -163,11 +171,14 @@ def loadtest(
         return
     from wattwise.serve.loadtest import run_loadtest
 
-    result = run_loadtest(url, clients, duration, inputs_per_request, api_key_env)
+    result = run_loadtest(
+        url, clients, duration, inputs_per_request, api_key_env, grpc_target=grpc_target
+    )
     if as_json:
         print_json(result.to_dict())
         return
-    table = Table(title=f"{url}: {clients} clients, {result.duration_s:.1f} s")
+    target = f"gRPC {grpc_target}" if grpc_target else url
+    table = Table(title=f"{target}: {clients} clients, {result.duration_s:.1f} s")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row(

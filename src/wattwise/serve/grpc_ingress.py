@@ -1,8 +1,8 @@
 """The gRPC ingress: `wattwise.v1.Wattwise/Predict` and `/Model` on Ray Serve's gRPC proxy.
 
 A second protocol for programmatic clients, beside the unchanged HTTP API, because it costs
-the server about half the CPU per request: on a no-op batched deployment, 2.6–2.8 ms through
-Ray Serve's gRPC proxy vs 5.7–5.8 ms through its HTTP proxy (docs/serving.md). The messages are
+the server less CPU per request: 6.1 vs 7.8 ms for int8 MiniLM under 64 clients
+(docs/serving.md, "gRPC"; `bench/serve.py --only-protocols`). The messages are
 the HTTP API's JSON bodies as gRPC bytes (`{"inputs": [...]}` in, `{"model", "predictions"}`
 out), so one schema serves both, and a client needs no generated protobuf code: any gRPC
 library can send bytes (`grpc_predict` below, or `channel.unary_unary(PREDICT_METHOD)`).

@@ -3,18 +3,22 @@
 One asyncio loop with httpx runs every client, so the generator costs little CPU per request;
 on a 2-core machine it still competes with the server, so its own CPU time is reported.
 The body is the server's own example (`GET /v1/model`), repeated `inputs_per_request` times,
-serialized once.
+serialized once. With `grpc_target` the same bodies go to the gRPC ingress
+(`wattwise.v1.Wattwise/Predict`, `serve --grpc-port`) instead; errors are then counted by gRPC
+status name ("UNAVAILABLE").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
 import resource
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,6 +38,7 @@ class LoadtestResult:
 
     Attributes:
         url: server base URL.
+        grpc_target: HOST:PORT the requests went to over gRPC (None: HTTP to `url`).
         clients: concurrent clients (each sends its next request when the last one finished).
         duration_s: measured wall-clock seconds of the load.
         inputs_per_request: inputs in each request body.
@@ -67,6 +72,7 @@ class LoadtestResult:
     error_examples: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     replicas_over_time: list[tuple[float, int]] = field(default_factory=list)
+    grpc_target: str | None = None
 
     def replica_changes(self) -> list[tuple[float, int]]:
         """`replicas_over_time` reduced to the first sample and every change."""
@@ -131,9 +137,51 @@ def client_bound_notes(client_cpu_s: float, elapsed_s: float) -> list[str]:
     ]
 
 
+# One request: None when it succeeded, else (error key, first 300 characters of its body).
+Send = Callable[[bytes], Awaitable[tuple[str, str] | None]]
+
+
+def http_sender(client: httpx.AsyncClient, url: str) -> Send:
+    """POST the body to `url`; errors keyed by HTTP status or failure kind."""
+
+    async def send(body: bytes) -> tuple[str, str] | None:
+        try:
+            response = await client.post(url, content=body)
+        except httpx.TimeoutException:
+            return "timeout", ""
+        except httpx.HTTPError as error:
+            await asyncio.sleep(0.05)  # a refused connection would otherwise spin
+            return type(error).__name__, ""
+        if 200 <= response.status_code < 300:
+            return None
+        return str(response.status_code), response.text[:300]
+
+    return send
+
+
+def grpc_sender(channel: Any, api_key: str | None, timeout_s: float) -> Send:
+    """Call `wattwise.v1.Wattwise/Predict` on a grpc.aio channel; errors keyed by status."""
+    import grpc
+
+    from wattwise.serve.grpc_ingress import PREDICT_METHOD
+
+    call = channel.unary_unary(PREDICT_METHOD)
+    metadata = (("x-api-key", api_key),) if api_key else None
+
+    async def send(body: bytes) -> tuple[str, str] | None:
+        try:
+            await call(body, timeout=timeout_s, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                await asyncio.sleep(0.05)  # a refused connection would otherwise spin
+            return error.code().name, (error.details() or "")[:300]
+        return None
+
+    return send
+
+
 async def _client_loop(
-    client: httpx.AsyncClient,
-    url: str,
+    send: Send,
     body: bytes,
     stop_at: float,
     latencies_ms: list[float],
@@ -142,20 +190,13 @@ async def _client_loop(
 ) -> None:
     while time.monotonic() < stop_at:
         started = time.perf_counter()
-        try:
-            response = await client.post(url, content=body)
-        except httpx.TimeoutException:
-            errors["timeout"] += 1
-            continue
-        except httpx.HTTPError as error:
-            errors[type(error).__name__] += 1
-            await asyncio.sleep(0.05)  # a refused connection would otherwise spin
-            continue
-        if 200 <= response.status_code < 300:
+        failure = await send(body)
+        if failure is None:
             latencies_ms.append((time.perf_counter() - started) * 1000.0)
         else:
-            errors[str(response.status_code)] += 1
-            examples.setdefault(str(response.status_code), response.text[:300])
+            errors[failure[0]] += 1
+            if failure[1]:
+                examples.setdefault(failure[0], failure[1])
 
 
 async def _sample_replicas(url: str, started: float, stop_at: float, samples: list) -> None:
@@ -171,7 +212,13 @@ async def _sample_replicas(url: str, started: float, stop_at: float, samples: li
 
 
 async def _run(
-    url: str, clients: int, duration_s: float, body: bytes, headers: dict, timeout_s: float
+    url: str,
+    clients: int,
+    duration_s: float,
+    body: bytes,
+    headers: dict,
+    timeout_s: float,
+    grpc_target: str | None = None,
 ):
     latencies_ms: list[float] = []
     errors: Counter = Counter()
@@ -179,15 +226,23 @@ async def _run(
     replicas: list[tuple[float, int]] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     headers = {**headers, "content-type": "application/json"}
-    async with httpx.AsyncClient(limits=limits, timeout=timeout_s, headers=headers) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        if grpc_target:
+            import grpc
+
+            channel = await stack.enter_async_context(grpc.aio.insecure_channel(grpc_target))
+            send = grpc_sender(channel, headers.get("X-API-Key"), timeout_s)
+        else:
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(limits=limits, timeout=timeout_s, headers=headers)
+            )
+            send = http_sender(client, f"{url}/v1/predict")
         started = time.monotonic()
         stop_at = started + duration_s
         await asyncio.gather(
             _sample_replicas(url, started, stop_at, replicas),
             *(
-                _client_loop(
-                    client, f"{url}/v1/predict", body, stop_at, latencies_ms, errors, examples
-                )
+                _client_loop(send, body, stop_at, latencies_ms, errors, examples)
                 for _ in range(clients)
             ),
         )
@@ -203,8 +258,12 @@ def run_loadtest(
     api_key_env: str | None = None,
     timeout_s: float = 60.0,
     body: bytes | None = None,
+    grpc_target: str | None = None,
 ) -> LoadtestResult:
     """Drive `url` with `clients` concurrent clients for `duration`; see `LoadtestResult`.
+
+    `grpc_target` (HOST:PORT of `serve --grpc-port`): send the requests over gRPC instead;
+    `url` still gives the example body and the replica count.
 
     Example:
         result = run_loadtest("http://127.0.0.1:8000", clients=64, duration="30s")
@@ -218,7 +277,7 @@ def run_loadtest(
     payload = body if body is not None else example_body(url, inputs_per_request, headers)
     cpu_before = cpu_seconds()
     latencies_ms, errors, examples, elapsed, replicas = asyncio.run(
-        _run(url, clients, duration_s, payload, headers, timeout_s)
+        _run(url, clients, duration_s, payload, headers, timeout_s, grpc_target)
     )
     latencies_ms.sort()
     succeeded = len(latencies_ms)
@@ -243,6 +302,7 @@ def run_loadtest(
         error_examples=examples,
         notes=notes,
         replicas_over_time=replicas,
+        grpc_target=grpc_target,
     )
 
 
