@@ -189,6 +189,16 @@ def test_grpc_predict_matches_in_process_and_http(server, digits):
     assert len(one["predictions"]) == 1
 
 
+def test_loadtest_over_grpc_counts_successes_and_refusals(server):
+    result = run_loadtest(server.url, 8, "2s", api_key_env=KEY_ENV, grpc_target=server.grpc)
+    assert result.succeeded > 0 and result.failed == 0 and result.grpc_target == server.grpc
+    bad = run_loadtest(
+        server.url, 2, "1s", body=b"{}", api_key_env=KEY_ENV, grpc_target=server.grpc
+    )
+    assert bad.succeeded == 0 and set(bad.errors_by_status) == {"INVALID_ARGUMENT"}
+    assert "inputs" in bad.error_examples["INVALID_ARGUMENT"]
+
+
 def _grpc_refusal(server, body: bytes, metadata=None):
     import grpc
 
