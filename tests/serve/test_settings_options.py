@@ -87,3 +87,18 @@ def test_the_grpc_setup_hook_rewrites_rays_all_interfaces_address(monkeypatch):
     bind_grpc_proxy_to_host()
     default_impl.add_grpc_address(None, "[::]:9000")
     assert bound == ["[::1]:9000"]
+
+
+def test_grpc_error_details_stay_parseable_json_within_rays_limit():
+    import json
+
+    from wattwise.serve.grpc_ingress import MAX_DETAILS_CHARS, details_text
+
+    errors = [
+        {"loc": ["inputs", i], "msg": "Input should be ≤ 16", "type": "le"} for i in range(500)
+    ]
+    text = details_text(errors)
+    assert len(text) <= MAX_DETAILS_CHARS
+    detail = json.loads(text)["detail"]
+    assert detail[0] == errors[0] and detail[-1]["msg"].endswith("more errors left out")
+    assert json.loads(details_text("one line")) == {"detail": "one line"}

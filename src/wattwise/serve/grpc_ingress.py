@@ -30,6 +30,8 @@ MODEL_METHOD = f"/{SERVICE}/Model"
 SERVICER_FUNCTION = "wattwise.serve.grpc_ingress:add_wattwise_servicer_to_server"
 SETUP_HOOK = "wattwise.serve.grpc_ingress.bind_grpc_proxy_to_host"
 HOST_ENV = "WATTWISE_GRPC_HOST"
+# Ray Serve truncates gRPC status details past 4,096 characters (HTTP/2 trailer limits).
+MAX_DETAILS_CHARS = 3_500
 # HTTP status → gRPC status code name, for the same outcomes (metrics keep the HTTP number).
 STATUS_CODES = {
     200: "OK",
@@ -105,6 +107,21 @@ class GrpcRefusal(Exception):
         self.status, self.detail = status, detail
 
 
+def details_text(detail: Any) -> str:
+    """`{"detail": ...}` as JSON within `MAX_DETAILS_CHARS` (Ray cuts longer status details,
+    which would leave a client unparseable JSON): a long error list keeps its first entries
+    and says how many were left out."""
+    text = orjson.dumps({"detail": detail}).decode()
+    if len(text) <= MAX_DETAILS_CHARS or not isinstance(detail, list):
+        return text[:MAX_DETAILS_CHARS]
+    kept = list(detail)
+    while kept and len(text) > MAX_DETAILS_CHARS:
+        kept.pop()
+        more = {"msg": f"{len(detail) - len(kept)} more errors left out"}
+        text = orjson.dumps({"detail": [*kept, more]}).decode()
+    return text
+
+
 def _metadata_key(context: Any) -> str:
     metadata = {key.lower(): value for key, value in context.invocation_metadata()}
     if metadata.get("x-api-key"):
@@ -115,14 +132,9 @@ def _metadata_key(context: Any) -> str:
 
 def check_api_key(context: Any, digest: str | None) -> None:
     """GrpcRefusal(401) unless the call's metadata carries the key whose digest is `digest`."""
-    import hashlib
-    import hmac
+    from wattwise.serve.http_app import key_matches
 
-    if digest is None:
-        return
-    given = _metadata_key(context)
-    given_digest = hashlib.sha256(given.encode()).hexdigest()
-    if not given or not hmac.compare_digest(given_digest, digest):
+    if digest is not None and not key_matches(_metadata_key(context), digest):
         raise GrpcRefusal(
             401, "missing or wrong API key: send it as x-api-key or authorization: Bearer metadata"
         )
@@ -159,7 +171,7 @@ async def answer(ingress: Any, method: str, data: bytes, context: Any) -> JsonRe
     except GrpcRefusal as refusal:
         status = refusal.status
         context.set_code(getattr(grpc.StatusCode, STATUS_CODES[refusal.status]))
-        context.set_details(orjson.dumps({"detail": refusal.detail}).decode())
+        context.set_details(details_text(refusal.detail))
         return JsonReply({"detail": refusal.detail})
     finally:
         ingress.metrics.record_response(method, status, time.perf_counter() - started)

@@ -45,6 +45,13 @@ def unavailable_response(detail: str) -> JSONResponse:
     )
 
 
+def key_matches(given: str, digest: str | None) -> bool:
+    """Whether `given` is the key whose SHA-256 hex digest is `digest` (empty never is).
+    Constant time: fixed-length digests compared with hmac.compare_digest."""
+    given_digest = hashlib.sha256(given.encode()).hexdigest()
+    return bool(given) and hmac.compare_digest(given_digest, digest or "")
+
+
 def api_key_dependency(digest: str | None):
     """A FastAPI dependency that checks `X-API-Key` or `Authorization: Bearer` (None: open)."""
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -55,9 +62,7 @@ def api_key_dependency(digest: str | None):
         credentials: HTTPAuthorizationCredentials | None = Security(bearer),
     ) -> None:
         given = key or (credentials.credentials if credentials else "")
-        given_digest = hashlib.sha256(given.encode()).hexdigest()
-        # Constant time: compare fixed-length digests with hmac.compare_digest.
-        if not given or not hmac.compare_digest(given_digest, digest or ""):
+        if not key_matches(given, digest):
             raise HTTPException(
                 401,
                 "missing or wrong API key: send it in X-API-Key or Authorization: Bearer",
