@@ -41,6 +41,14 @@ from wattwise.models.registry import load_model  # noqa: E402
 
 TS = {"name": "onnxruntime", "exporter": "torchscript"}
 PER_TENSOR = {"quantize": {"method": "int8_dynamic", "granularity": "per_tensor"}}
+# What optimize's planned candidate runs: micro-batches of 256 tokens on one single-threaded
+# session per core, without ORT's SkipLayerNormFusion (search/defaults.py).
+PLANNED = {
+    **TS,
+    "disabled_optimizers": ["SkipLayerNormFusion"],
+    "micro_batch_tokens": 256,
+    "streams": max(1, torch.get_num_threads()),
+}
 RECIPES: dict[str, dict] = {
     "ORT fp32 (dynamo export)": {"steps": [], "backend": "onnxruntime"},
     "ORT fp32 (TorchScript export)": {"steps": [], "backend": TS},
@@ -59,6 +67,20 @@ RECIPES: dict[str, dict] = {
             {"quantize": {"method": "int8_dynamic"}},
         ],
         "backend": TS,
+    },
+    "fusion + ORT int8 per-channel, plan, no SkipLN": {
+        "steps": [
+            {"fuse": {"method": "onnxruntime_transformer"}},
+            {"quantize": {"method": "int8_dynamic"}},
+        ],
+        "backend": PLANNED,
+    },
+    "fusion (FastGelu) + ORT int8 per-channel, plan, no SkipLN": {
+        "steps": [
+            {"fuse": {"method": "onnxruntime_transformer", "gelu_approximation": True}},
+            {"quantize": {"method": "int8_dynamic"}},
+        ],
+        "backend": PLANNED,
     },
     "fusion + ORT int8 per-tensor": {
         "steps": [{"fuse": {"method": "onnxruntime_transformer"}}, PER_TENSOR],
