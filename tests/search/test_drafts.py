@@ -63,6 +63,17 @@ def test_draft_search_ends_within_its_time_limit(searched):
 
 
 @pytest.mark.slow
+def test_compiled_decoding_is_measured_first_with_the_targets_own_tokens(searched):
+    _, report, _ = searched
+    compiled = [c for c in report["candidates"] if c["generation"]["role"] == "compiled"]
+    assert len(compiled) == 1 and report["candidates"][0] is compiled[0]
+    assert compiled[0]["status"] == "measured", compiled[0]["reason"]
+    assert compiled[0]["generation"]["identical_to_target"] is True
+    assert compiled[0]["generation"]["prompts_checked"] == PROMPTS
+    assert compiled[0]["variant_dir"] in (None, "")
+
+
+@pytest.mark.slow
 def test_every_measured_draft_generates_exactly_the_targets_tokens(searched, tiny_lm):  # noqa: F811
     _, report, _ = searched
     drafts = _measured_drafts(report)
@@ -89,9 +100,11 @@ def test_the_chosen_draft_reloads_and_generate_with_it_gives_the_targets_tokens(
         directory = cli["chosen_variant"]
         assert directory.endswith("draft") and f"--draft {directory}" in cli["usage"]
     else:
-        # Nothing beat the target alone: said so, exit 0, no variant; a measured draft's
-        # directory must still work with generate --draft.
-        assert cli["chosen_role"] in ("", "target")
+        # Nothing beat the target alone, or an int8 target or compiled decoding did: said so,
+        # exit 0; a measured draft's directory must still work with generate --draft.
+        assert cli["chosen_role"] in ("", "target", "compiled")
+        if cli["chosen_role"] == "compiled":
+            assert cli["chosen_variant"] == "" and "--compile" in cli["usage"]
         if cli["chosen_role"] == "":
             assert "no draft pays off on this machine" in cli["headline"]
             assert cli["chosen_variant"] == ""
@@ -121,7 +134,7 @@ def test_json_output_and_report_have_the_documented_fields(searched):
         else:
             assert row["reason"]
     roles = {row["role"] for row in candidates}
-    assert {"draft", "target"} <= roles
+    assert {"draft", "target", "compiled"} <= roles
     markdown = (Path(cli["report"]) / "report.md").read_text()
     assert "acceptance" in markdown and "tokens/s" in markdown
 

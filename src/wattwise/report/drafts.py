@@ -80,11 +80,12 @@ def headline(result: DraftSearchResult) -> str:
     timing = result.confirmation.get("timing") or {}
     figures = result.chosen.generation or {}
     acceptance = figures.get("acceptance_rate")
+    acceptance_text = f", acceptance {_number(acceptance)}" if acceptance is not None else ""
+    saved = f"Saved as {result.chosen_variant}; use it" if result.chosen_variant else "Use it"
     return (
-        f"{result.outcome} Search figure {result.chosen.objective_display}, acceptance "
-        f"{_number(acceptance) or 'n/a'}; held-out {timing.get('ratio', float('nan')):.2f}x "
-        f"({result.confirmation.get('agreement', '')}). Saved as {result.chosen_variant}; use "
-        f"it: {result.usage}."
+        f"{result.outcome} Search figure {result.chosen.objective_display}{acceptance_text}; "
+        f"held-out {timing.get('ratio', float('nan')):.2f}x "
+        f"({result.confirmation.get('agreement', '')}). {saved}: {result.usage}."
     )
 
 

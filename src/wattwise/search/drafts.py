@@ -1,8 +1,10 @@
 """`optimize MODEL --objective tokens_per_s`: the fastest way to generate with a causal LM.
 
-Candidates are speculative-decoding drafts made from the target (`compress.draft`: keep K of
-its L layers for K = 1..L-1, distil, with and without int8) and the target itself in int8
-(which changes its output, so it must hold the quality budget). Distillation cannot be
+Candidates are the target decoding with compiled steps (`generate --compile`: transformers'
+static KV cache + torch.compile; same tokens, no variant to save), speculative-decoding drafts
+made from the target (`compress.draft`: keep K of its L layers for K = 1..L-1, distil, with
+and without int8) and the target itself in int8 (which changes its output, so it must hold the
+quality budget). Distillation cannot be
 interrupted, so its steps come from the time left: each layer count gets an equal share of
 what remains once every remaining candidate's timing is set aside; int8 drafts quantize a copy
 of the distilled draft of the same layer count instead of distilling again.
@@ -18,6 +20,7 @@ is `search.optimize_drafts.search_drafts`.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +63,10 @@ FIRST_SAVE_GUESS_S = 1.0
 # three pairs): one call of the target alone gets at most this share of the limit.
 CALL_SHARE = 0.008
 MIN_NEW_TOKENS = 8
+# Seconds assumed for compiling the decode step before it has been measured (2-9 s measured
+# for tiny-lm on 2 cores, docs/benchmarks.md).
+COMPILE_GUESS_S = 15.0
+COMPILED_LABEL = "the target, compiled decode steps (generate --compile)"
 NO_GAIN = "The target alone is the fastest; no draft pays off on this machine."
 
 
@@ -168,15 +175,19 @@ class DraftSearch:
 
     # -- candidates -----------------------------------------------------------------------------
     def run(self) -> tuple[bool, str]:
-        """Measure the draft levels (fewest layers first), the int8 target after the first."""
+        """Measure compiled decoding first (cheap), then the draft levels (fewest layers
+        first), the int8 target after the first."""
         keeps = list(range(1, self.layers))
-        plan: list[int | None] = [*keeps[:1], None, *keeps[1:]]  # None: the int8 target
+        # "compiled": the target with compiled decode steps; None: the int8 target.
+        plan: list[int | str | None] = ["compiled", *keeps[:1], None, *keeps[1:]]
         partial, reason = False, "all candidates measured"
         for position, keep in enumerate(plan):
-            if keep is None:
+            if keep == "compiled":
+                started = self._compiled_target()
+            elif keep is None:
                 started = self._target_int8()
             else:
-                levels_left = sum(1 for k in plan[position:] if k is not None)
+                levels_left = sum(1 for k in plan[position:] if isinstance(k, int))
                 started = self._draft_level(keep, levels_left, None in plan[position:])
             if not started and not partial:
                 partial, reason = (
@@ -205,6 +216,14 @@ class DraftSearch:
             self._measure(int8, lambda: continue_run(run, int8_step), shared_s, "draft", note)
         return True
 
+    def _compiled_target(self) -> bool:
+        candidate = make_candidate("target-compiled", 0, {"steps": []})
+        if not self.fits(COMPILE_GUESS_S + self.measure_s("compiled")):
+            self._skip(candidate, "compiled")
+            return False
+        self._measure(candidate, lambda: None, 0.0, "compiled", "")
+        return True
+
     def _target_int8(self) -> bool:
         candidate = make_candidate("target-int8", 0, {"steps": [draft_int8_step()]})
         if not self.fits(self.measure_s("target")):
@@ -220,7 +239,8 @@ class DraftSearch:
     def _skip(self, candidate: Candidate, role: str, reason: str = "") -> None:
         result = CandidateResult.of(candidate, status="skipped", libraries=_libraries(candidate))
         result.reason = reason or "not started: the time limit is reached"
-        result.generation, result.label = {"role": role}, f"{role}: {candidate.label}"
+        label = COMPILED_LABEL if role == "compiled" else candidate.label
+        result.generation, result.label = {"role": role}, f"{role}: {label}"
         self.results.append(result)
 
     def _measure(
@@ -233,35 +253,45 @@ class DraftSearch:
         seconds. One broken candidate never ends the search."""
         result = CandidateResult.of(candidate, libraries=_libraries(candidate))
         result.note, result.label = note, f"{role}: {candidate.label}"
+        if role == "compiled":
+            result.label = f"{role}: {COMPILED_LABEL}"
         steps = [getattr(s, "steps", None) for s in candidate.recipe.steps if s.kind == "distill"]
         result.generation = {"role": role, "distill_steps": steps[0] if steps else 0}
         directory = self.out / "candidates" / candidate.id
         started = time.perf_counter()
         run, runner, compress_s = None, None, earlier_s
         try:
-            run = build()
+            if role == "compiled":  # the target itself: nothing to build or save
+                runner = self._runner(self.target, role, self.prompts("val"), self.reference)
+                runner.run_prompt(0)  # compiles the decode step; its seconds are the cost
+                module = self.target
+            else:
+                run = build()
             compress_s = earlier_s + time.perf_counter() - started
             result.generation["compress_s"] = compress_s
-            saving = time.perf_counter()
-            variant = save_variant(run, candidate.recipe, directory, show_progress=False,
-                                   profile=False)  # fmt: skip
-            self.save_s = time.perf_counter() - saving
-            result.variant_dir = str(directory)
-            runner = self._runner(variant.module, role, self.prompts("val"), self.reference)
+            if role != "compiled":
+                saving = time.perf_counter()
+                variant = save_variant(run, candidate.recipe, directory, show_progress=False,
+                                       profile=False)  # fmt: skip
+                self.save_s = time.perf_counter() - saving
+                result.variant_dir = str(directory)
+                module = variant.module
+                runner = self._runner(module, role, self.prompts("val"), self.reference)
             best = max([1.0] + [r.speedup for r in self.results if r.within_budget and r.speedup])
             timing = _time(runner, self._alone(self.prompts("val")), self.deadline.slice_s(),
                            abandon_below=0.5 * best)  # fmt: skip
             result.paired, result.speedup = timing.to_dict(), timing.ratio
             if timing.status == "measured":
                 runner.check_remaining()
-                self._score(result, variant.module, role, timing)
+                self._score(result, module, role, timing)
             else:
                 result.status, result.reason = "abandoned", timing.reason
         except OutputChanged as changed:
             result.status = "failed"
+            what = "compiled decoding" if role == "compiled" else "a draft (its verification)"
             result.reason = (
-                f"greedy output differs from the target's ({changed}): a draft must never "
-                "change greedy output (its verification is broken); not chosen"
+                f"greedy output differs from the target's ({changed}): {what} must never "
+                "change greedy output; not chosen"
             )
         except WattwiseError as error:
             result.status, result.reason = "failed", str(error)
@@ -279,11 +309,16 @@ class DraftSearch:
         return run, compress_s
 
     def _runner(self, module, role: str, prompts, reference) -> DecodeRunner:
-        """A draft runs beside the target and must not change its output; an int8 target
-        runs alone (its output may change: the budget judges it)."""
+        """A draft runs beside the target and must not change its output, nor may compiled
+        decoding; an int8 target runs alone (its output may change: the budget judges it)."""
         if role == "draft":
             return DecodeRunner(
                 self.target, prompts, self.new_tokens, module, reference, self.decode, strict=True
+            )
+        if role == "compiled":
+            compiled = functools.partial(self.decode, compiled=True)
+            return DecodeRunner(
+                self.target, prompts, self.new_tokens, None, reference, compiled, strict=True
             )
         return DecodeRunner(module, prompts, self.new_tokens, None, reference, self.decode)
 
@@ -328,7 +363,11 @@ class DraftSearch:
                     self.target, test_prompts, self.new_tokens, self.decode
                 )
             # Trusted: this search wrote these variants from the model the user named.
-            module = load_variant(result.variant_dir, trust_code=True).module
+            module = (
+                self.target
+                if role_of(result) == "compiled"
+                else load_variant(result.variant_dir, trust_code=True).module
+            )
             runner = self._runner(module, role_of(result), test_prompts, reference)
             slice_s = max(1.0, min(SLICE_SHARE * self.deadline.limit_s,
                                    self.deadline.left_with_grace() / 4))  # fmt: skip
@@ -354,7 +393,7 @@ class DraftSearch:
         return found
 
     def _holds_on_test(self, result, module, runner: DecodeRunner, attempt: dict) -> bool:
-        if role_of(result) == "draft":
+        if role_of(result) in ("draft", "compiled"):
             attempt["met"] = runner.identical
             return runner.identical
         task = self.loaded.task
@@ -365,7 +404,8 @@ class DraftSearch:
 
 
 def role_of(result: CandidateResult) -> str:
-    """ "draft", "target" (an int8 target) or "original" (the target alone)."""
+    """ "draft", "target" (an int8 target), "compiled" (the target with compiled decode
+    steps) or "original" (the target alone)."""
     return (result.generation or {}).get("role", "draft")
 
 

@@ -90,7 +90,9 @@ def _result(search, model, budget, objective, found, partial, reason) -> DraftSe
     role, directory, usage = "", "", f"wattwise generate {model} --prompt TEXT"
     if not partial:
         remove_stale_choices(search.out)
-    if chosen is not None and chosen.id != "original":
+    if chosen is not None and role_of(chosen) == "compiled":
+        role, usage = "compiled", f"wattwise generate {model} --compile --prompt TEXT"
+    elif chosen is not None and chosen.id != "original":
         role = role_of(chosen)
         directory = str(search.out / ("draft" if role == "draft" else "variant"))
         copy_variant(Path(chosen.variant_dir), Path(directory))

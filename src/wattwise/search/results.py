@@ -207,7 +207,8 @@ class DraftSearchResult(SearchOutcome):
             baseline when nothing beats the target alone (exit 0 either way).
         chosen_variant: the chosen variant directory ("" when the target alone is chosen).
         chosen_role: "draft" (use it with `generate --draft`), "target" (use it instead of
-            the model) or "" (the target alone).
+            the model), "compiled" (the model itself with `generate --compile`) or "" (the
+            target alone).
         usage: the command that uses the choice.
         workload: the prompts and token counts every candidate was timed on.
         confirmation: the held-out check: attempts, timing, agreement.
