@@ -205,16 +205,16 @@ def swap_under_load(url: str, settings: ServeSettings, target: str, duration: st
     }
 
 
-def overhead_before_after(url: str, settings: ServeSettings, duration: str, rounds: int = 1):
-    """Server CPU per request with one model call per request ("before", issue 14) and with
-    the ingress joining requests ("after"), interleaved on one server: ratios, one run."""
-    runs: dict[str, list[dict]] = {"before": [], "after": []}
+def interleaved_loads(url: str, duration: str, rounds: int, sides: dict) -> dict:
+    """64-client loads of 1 input per request, the sides' rounds interleaved on one server;
+    `sides`: name → (what to do before each of its loads, gRPC target or None for HTTP).
+    Returns each side's runs and their ratios (the second side over the first)."""
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
     for _ in range(rounds):
-        for name, joined in (("before", False), ("after", True)):
-            deploy(dataclasses.replace(settings, ingress_batching=joined).checked())
-            wait_ready(url)
-            load(url, CLIENTS, "3s")
-            result, server_cpu = measured_load(url, CLIENTS, duration, 1)
+        for name, (prepare, grpc_target) in sides.items():
+            prepare()
+            load(url, CLIENTS, "3s", 1, grpc_target)
+            result, server_cpu = measured_load(url, CLIENTS, duration, 1, grpc_target)
             runs[name].append(
                 summary(result)
                 | {"server_cpu_ms_per_request": 1000 * server_cpu / max(1, result.succeeded)}
@@ -224,47 +224,57 @@ def overhead_before_after(url: str, settings: ServeSettings, duration: str, roun
     def mean(name: str, key: str) -> float:
         return statistics.fmean(run[key] for run in runs[name])
 
+    first, second = sides
     return {
         "runs": runs,
-        "cpu_ms_per_request_before": mean("before", "server_cpu_ms_per_request"),
-        "cpu_ms_per_request_after": mean("after", "server_cpu_ms_per_request"),
-        "cpu_per_request_after_over_before": mean("after", "server_cpu_ms_per_request")
-        / mean("before", "server_cpu_ms_per_request"),
-        "throughput_after_over_before": mean("after", "throughput_per_s")
-        / mean("before", "throughput_per_s"),
+        **{f"cpu_ms_per_request_{n}": mean(n, "server_cpu_ms_per_request") for n in sides},
+        **{f"p99_ms_{n}": mean(n, "latency_ms_p99") for n in sides},
+        f"cpu_per_request_{second}_over_{first}": mean(second, "server_cpu_ms_per_request")
+        / mean(first, "server_cpu_ms_per_request"),
+        f"throughput_{second}_over_{first}": mean(second, "throughput_per_s")
+        / mean(first, "throughput_per_s"),
         "failed": sum(run["requests"] - run["succeeded"] for r in runs.values() for run in r),
     }
+
+
+def overhead_before_after(url: str, settings: ServeSettings, duration: str, rounds: int = 1):
+    """Server CPU per request with one model call per request ("before", issue 14) and with
+    the ingress joining requests ("after"), interleaved on one server: ratios, one run."""
+
+    def joined(on: bool):
+        def prepare() -> None:
+            deploy(dataclasses.replace(settings, ingress_batching=on).checked())
+            wait_ready(url)
+
+        return prepare
+
+    sides = {"before": (joined(False), None), "after": (joined(True), None)}
+    return interleaved_loads(url, duration, rounds, sides)
 
 
 def http_vs_grpc(server, duration: str, rounds: int) -> dict:
     """Server CPU per request, throughput and latency through the HTTP and the gRPC ingress
     (`--grpc-port`), same server, same bodies, rounds interleaved: ratios, one run."""
-    runs: dict[str, list[dict]] = {"http": [], "grpc": []}
-    for _ in range(rounds):
-        for name, target in (("http", None), ("grpc", server.grpc_target)):
-            load(server.url, CLIENTS, "3s", 1, target)
-            result, server_cpu = measured_load(server.url, CLIENTS, duration, 1, target)
-            runs[name].append(
-                summary(result)
-                | {"server_cpu_ms_per_request": 1000 * server_cpu / max(1, result.succeeded)}
-            )
-            print(name, json.dumps(runs[name][-1]), file=sys.stderr)
+    sides = {"http": (lambda: None, None), "grpc": (lambda: None, server.grpc_target)}
+    return interleaved_loads(server.url, duration, rounds, sides)
 
-    def mean(name: str, key: str) -> float:
-        return statistics.fmean(run[key] for run in runs[name])
 
-    return {
-        "runs": runs,
-        "cpu_ms_per_request_http": mean("http", "server_cpu_ms_per_request"),
-        "cpu_ms_per_request_grpc": mean("grpc", "server_cpu_ms_per_request"),
-        "cpu_per_request_grpc_over_http": mean("grpc", "server_cpu_ms_per_request")
-        / mean("http", "server_cpu_ms_per_request"),
-        "throughput_grpc_over_http": mean("grpc", "throughput_per_s")
-        / mean("http", "throughput_per_s"),
-        "p99_ms_http": mean("http", "latency_ms_p99"),
-        "p99_ms_grpc": mean("grpc", "latency_ms_p99"),
-        "failed": sum(run["requests"] - run["succeeded"] for r in runs.values() for run in r),
-    }
+def add_outside_model(figures: dict, in_process_figures: dict, sides: tuple[str, ...]) -> None:
+    """Each side's server CPU per request minus the model's own CPU per input (in process,
+    batch 32): `outside_model_cpu_ms_per_request_<side>`."""
+    model_cpu_ms = in_process_figures["cpu_ms_per_sample_bs32"]
+    for side in sides:
+        figures[f"outside_model_cpu_ms_per_request_{side}"] = (
+            figures[f"cpu_ms_per_request_{side}"] - model_cpu_ms
+        )
+
+
+def finish(report: dict, out: str | None) -> None:
+    """Print the JSON report, and write it to `out` when given."""
+    text = json.dumps(report, indent=2, default=str)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
 
 
 def replica_memory(url: str) -> dict[str, float]:
@@ -334,12 +344,8 @@ def main() -> None:
             report["protocols"] = http_vs_grpc(server, args.duration, args.rounds)
         finally:
             server.stop()
-        model_cpu_ms = report["in_process"]["cpu_ms_per_sample_bs32"]
-        for name in ("http", "grpc"):
-            report["protocols"][f"outside_model_cpu_ms_per_request_{name}"] = (
-                report["protocols"][f"cpu_ms_per_request_{name}"] - model_cpu_ms
-            )
-        print(json.dumps(report, indent=2, default=str))
+        add_outside_model(report["protocols"], report["in_process"], ("http", "grpc"))
+        finish(report, args.out)
         return
     if args.only_overhead:
         settings = ServeSettings(model=args.model, port=args.port, max_queued_requests=256)
@@ -356,15 +362,8 @@ def main() -> None:
             print(json.dumps(report["kill"]), file=sys.stderr)
         finally:
             server.stop()
-        model_cpu_ms = report["in_process"]["cpu_ms_per_sample_bs32"]
-        for when in ("before", "after"):
-            report["overhead"][f"outside_model_cpu_ms_per_request_{when}"] = (
-                report["overhead"][f"cpu_ms_per_request_{when}"] - model_cpu_ms
-            )
-        text = json.dumps(report, indent=2, default=str)
-        print(text)
-        if args.out:
-            Path(args.out).write_text(text + "\n")
+        add_outside_model(report["overhead"], report["in_process"], ("before", "after"))
+        finish(report, args.out)
         return
     report["text_repeat"] = args.text_repeat
     report["in_process"] = in_process(args.model, args.text_repeat)
@@ -405,10 +404,7 @@ def main() -> None:
     finally:
         server.stop()
     report["goals"] = goals(report)
-    text = json.dumps(report, indent=2, default=str)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    finish(report, args.out)
 
 
 def goals(report: dict) -> dict:
