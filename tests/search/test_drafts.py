@@ -18,7 +18,7 @@ from wattwise.compress.variant import load_variant
 from wattwise.models.generation import greedy_generate
 from wattwise.report.write import write_report
 from wattwise.search.deadline import Deadline
-from wattwise.search.drafts import PROMPTS
+from wattwise.search.draft_calls import PROMPTS
 from wattwise.search.optimize_drafts import search_drafts
 
 LIMIT_S = 45.0

@@ -131,3 +131,12 @@ def test_durations_and_percentiles():
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 0.5) == 50 and percentile(values, 0.99) == 99
     assert percentile(values, 1.0) == 100
+
+
+def test_full_queues_right_after_a_replica_failure_are_not_shed_as_overload():
+    from wattwise.serve.retries import sheds_load
+
+    assert sheds_load(2, 2, None, 3.5)  # full capacity, no failure: overload → 503
+    assert sheds_load(2, 2, 10.0, 3.5)  # a failure long ago
+    assert not sheds_load(2, 2, 1.0, 3.5)  # just died; the controller still counts it
+    assert not sheds_load(1, 2, None, 3.5)  # a replica is being replaced

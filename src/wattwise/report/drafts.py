@@ -108,7 +108,7 @@ def markdown_report(result: DraftSearchResult) -> str:
     ]
     attempts = result.confirmation.get("attempts") or []
     if attempts:
-        lines += ["", "## Held-out check (test prompts, reloaded from disk)", ""]
+        lines += ["", "## Held-out check (test prompts; variants reloaded from disk)", ""]
     for attempt in attempts:
         if "timing" not in attempt:
             why = attempt.get("skipped") or f"greedy output changed ({attempt.get('mismatch')})"

@@ -42,38 +42,28 @@ from wattwise.search.budget import Budget
 from wattwise.search.confirm import agreement
 from wattwise.search.deadline import SLICE_SHARE, TRAIN_STEP_FORWARDS, Deadline
 from wattwise.search.decode_runs import DecodeRunner, OutputChanged, reference_run
+from wattwise.search.draft_calls import (
+    COMPILE_GUESS_S,
+    COMPILED_LABEL,
+    FIRST_SAVE_GUESS_S,
+    MAX_DISTILL_STEPS,
+    MIN_DISTILL_STEPS,
+    MIN_NEW_TOKENS,
+    NEW_TOKENS,
+    NO_GAIN,
+    PROMPT_TOKENS,
+    PROMPTS,
+    libraries_needed,
+    new_tokens_that_fit,
+    role_of,
+    time_decoding,
+)
 from wattwise.search.objective import Objective
-from wattwise.search.ordering import libraries_of
 from wattwise.search.ranking import rank
 from wattwise.search.results import CandidateResult, one_line
 from wattwise.search.space import Candidate, make_candidate
-from wattwise.search.timing import PairedTiming, time_against_original
+from wattwise.search.timing import PairedTiming
 from wattwise.tasks.base import forward_on_its_device
-
-PROMPTS = 4
-PROMPT_TOKENS = 16
-NEW_TOKENS = 64
-# Distillation steps per draft: at most this many, and none below the minimum (a draft made by
-# dropping layers alone still decodes correctly, only with a lower acceptance rate).
-MAX_DISTILL_STEPS = 300
-MIN_DISTILL_STEPS = 10
-# Saving a variant (weights, probe, hashes): seconds assumed before one has been measured.
-FIRST_SAVE_GUESS_S = 1.0
-# A paired timing slice (8% of the limit) should hold about ten calls (warm-ups and at least
-# three pairs): one call of the target alone gets at most this share of the limit.
-CALL_SHARE = 0.008
-MIN_NEW_TOKENS = 8
-# Seconds assumed for compiling the decode step before it has been measured (2-9 s measured
-# for tiny-lm on 2 cores, docs/benchmarks.md).
-COMPILE_GUESS_S = 15.0
-COMPILED_LABEL = "the target, compiled decode steps (generate --compile)"
-NO_GAIN = "The target alone is the fastest; no draft pays off on this machine."
-
-
-def new_tokens_that_fit(tokens_per_s: float, limit_s: float) -> int:
-    """Tokens per timed call: NEW_TOKENS, fewer when one call of the target alone at
-    `tokens_per_s` would take more than CALL_SHARE of the limit (never below MIN_NEW_TOKENS)."""
-    return max(MIN_NEW_TOKENS, min(NEW_TOKENS, int(tokens_per_s * CALL_SHARE * limit_s)))
 
 
 @dataclass
@@ -237,7 +227,9 @@ class DraftSearch:
                           show_progress=False)  # fmt: skip
 
     def _skip(self, candidate: Candidate, role: str, reason: str = "") -> None:
-        result = CandidateResult.of(candidate, status="skipped", libraries=_libraries(candidate))
+        result = CandidateResult.of(
+            candidate, status="skipped", libraries=libraries_needed(candidate)
+        )
         result.reason = reason or "not started: the time limit is reached"
         label = COMPILED_LABEL if role == "compiled" else candidate.label
         result.generation, result.label = {"role": role}, f"{role}: {label}"
@@ -251,7 +243,7 @@ class DraftSearch:
         the target alone (abandoned when far slower than the best so far), check every
         prompt's output, score; returns the run (None when the build failed) and its compress
         seconds. One broken candidate never ends the search."""
-        result = CandidateResult.of(candidate, libraries=_libraries(candidate))
+        result = CandidateResult.of(candidate, libraries=libraries_needed(candidate))
         result.note, result.label = note, f"{role}: {candidate.label}"
         if role == "compiled":
             result.label = f"{role}: {COMPILED_LABEL}"
@@ -278,7 +270,7 @@ class DraftSearch:
                 module = variant.module
                 runner = self._runner(module, role, self.prompts("val"), self.reference)
             best = max([1.0] + [r.speedup for r in self.results if r.within_budget and r.speedup])
-            timing = _time(runner, self._alone(self.prompts("val")), self.deadline.slice_s(),
+            timing = time_decoding(runner, self._alone(self.prompts("val")), self.deadline.slice_s(),
                            abandon_below=0.5 * best)  # fmt: skip
             result.paired, result.speedup = timing.to_dict(), timing.ratio
             if timing.status == "measured":
@@ -374,7 +366,7 @@ class DraftSearch:
             attempt: dict = {"id": result.id, "label": result.label, "met": False}
             found["attempts"].append(attempt)
             try:
-                timing = _time(runner, self._alone(test_prompts), slice_s)
+                timing = time_decoding(runner, self._alone(test_prompts), slice_s)
                 runner.check_remaining()
             except OutputChanged:
                 attempt.update(identical_to_target=False, mismatch=runner.mismatch)
@@ -401,23 +393,3 @@ class DraftSearch:
         after = task.evaluate(forward_on_its_device(module), "test").metrics
         attempt.update(test_quality=dict(after), met=self.budget.met(before, after))
         return attempt["met"]
-
-
-def role_of(result: CandidateResult) -> str:
-    """ "draft", "target" (an int8 target), "compiled" (the target with compiled decode
-    steps) or "original" (the target alone)."""
-    return (result.generation or {}).get("role", "draft")
-
-
-def _libraries(candidate: Candidate) -> list[str]:
-    """The recipe's libraries beyond PyTorch, and transformers, whose `generate` decodes."""
-    return sorted({*libraries_of(candidate.recipe), "transformers"})
-
-
-def _time(
-    runner: DecodeRunner, alone: DecodeRunner, slice_s: float, abandon_below: float | None = None
-) -> PairedTiming:
-    """`runner` timed in alternation with the target alone, to ±3% or the slice's end."""
-    return time_against_original(
-        runner, alone, slice_s=slice_s, precision=0.03, min_pairs=3, abandon_below=abandon_below
-    )

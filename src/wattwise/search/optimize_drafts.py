@@ -17,7 +17,8 @@ from wattwise.paths import check_creatable_dir, ensure_writable_dir
 from wattwise.progress import info
 from wattwise.search.budget import default_budget, parse_budget
 from wattwise.search.deadline import REPORT_S, Deadline
-from wattwise.search.drafts import PROMPTS, DraftSearch, role_of
+from wattwise.search.draft_calls import PROMPTS, role_of
+from wattwise.search.drafts import DraftSearch
 from wattwise.search.machine import machine_info
 from wattwise.search.objective import parse_objective
 from wattwise.search.results import CandidateResult, DraftSearchResult

@@ -22,7 +22,7 @@ from wattwise.serve.http_app import ServiceUnavailable, build_app
 from wattwise.serve.loopback import bind_replica_grpc_to_loopback
 from wattwise.serve.metrics import ServeMetrics
 from wattwise.serve.replica import count_inputs
-from wattwise.serve.retries import RetrySchedule, is_replica_failure
+from wattwise.serve.retries import RetrySchedule, is_replica_failure, sheds_load
 from wattwise.serve.schemas import request_model
 from wattwise.serve.settings import APP_NAME, MODEL_DEPLOYMENT, ServeSettings
 from wattwise.serve.signature import ModelSignature
@@ -62,6 +62,7 @@ class Ingress:
             self.signature, self.settings.max_batch_size, self.settings.max_text_chars
         )
         self._status: tuple[float, int] = (0.0, 0)
+        self._replica_failed_at: float | None = None
         self._joined_call.set_max_batch_size(self.settings.max_batch_size)
         self._joined_call.set_batch_wait_timeout_s(self.settings.batch_wait_ms / 1000.0)
 
@@ -157,17 +158,26 @@ class Ingress:
             except Exception as error:
                 if not is_replica_failure(error):
                     raise
-                if isinstance(error, BackPressureError) and schedule.overloaded_too_long():
+                if not isinstance(error, BackPressureError):
+                    self._replica_failed_at = time.monotonic()
+                elif schedule.overloaded_too_long():
                     # Shed load only at full capacity: while a dead replica is being replaced
-                    # the survivors' full queues are that replacement's gap, not overload
-                    # (a SIGKILL under 64 clients gave one 503 on a busy 2-core machine).
+                    # the survivors' full queues are that replacement's gap, not overload.
                     healthy, target = await self.replica_counts()
-                    if healthy >= target:
+                    failed_at = self._replica_failed_at
+                    since = None if failed_at is None else time.monotonic() - failed_at
+                    if sheds_load(healthy, target, since, self._failure_grace_s()):
                         raise ServiceUnavailable(
                             "every model replica's queue is full; retry after Retry-After"
                         ) from error
                 self.metrics.retries += 1
                 await schedule.back_off()
+
+    def _failure_grace_s(self) -> float:
+        """How long after a replica failure the controller may still count it as running:
+        one health-check period and timeout, plus our cache of its counts."""
+        settings = self.settings
+        return settings.health_check_period_s + settings.health_check_timeout_s + STATUS_CACHE_S
 
     async def replica_counts(self) -> tuple[int, int]:
         """(healthy model replicas, target), from Serve's controller, cached briefly."""
