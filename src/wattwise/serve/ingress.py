@@ -63,6 +63,7 @@ class Ingress:
         )
         self._status: tuple[float, int] = (0.0, 0)
         self._replica_failed_at: float | None = None
+        self._status_query: asyncio.Future | None = None
         self._joined_call.set_max_batch_size(self.settings.max_batch_size)
         self._joined_call.set_batch_wait_timeout_s(self.settings.batch_wait_ms / 1000.0)
 
@@ -180,10 +181,15 @@ class Ingress:
         return settings.health_check_period_s + settings.health_check_timeout_s + STATUS_CACHE_S
 
     async def replica_counts(self) -> tuple[int, int]:
-        """(healthy model replicas, target), from Serve's controller, cached briefly."""
+        """(healthy model replicas, target), from Serve's controller, cached briefly. One
+        controller query at a time: callers that find the cache stale while a query runs wait
+        for that one (a slow controller, e.g. during a replica's replacement, must not fill
+        the thread pool with queries and hold every /readyz and shedding check behind them)."""
         checked_at, healthy = self._status
         if time.monotonic() - checked_at > STATUS_CACHE_S:
-            healthy = await asyncio.to_thread(_running_replicas)
+            if self._status_query is None or self._status_query.done():
+                self._status_query = asyncio.ensure_future(asyncio.to_thread(_running_replicas))
+            healthy = await asyncio.shield(self._status_query)
             self._status = (time.monotonic(), healthy)
         return healthy, self.settings.ready_replicas()
 
