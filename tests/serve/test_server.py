@@ -109,7 +109,7 @@ def server(digits):
     env = {**os.environ}
     args = ["serve", "digits-cnn", "--replicas", "2", "--port", str(port)]
     args += ["--api-key-env", KEY_ENV, "--ray-temp-dir", temp_dir, "--json"]
-    args += ["--grpc-port", str(_free_port())] if os.environ.get("WW_GRPC_ON", "1") == "1" else []
+    args += ["--grpc-port", str(_free_port())]
     # Bounded queue small enough that a burst can fill it, big enough for 64 clients.
     # (Under load Ray's router holds requests not yet assigned in this queue, so it must hold
     # all 64 clients' requests.) The ingress works on 128 at once: at 64, twice the proxy's
