@@ -140,3 +140,32 @@ def test_full_queues_right_after_a_replica_failure_are_not_shed_as_overload():
     assert sheds_load(2, 2, 10.0, 3.5)  # a failure long ago
     assert not sheds_load(2, 2, 1.0, 3.5)  # just died; the controller still counts it
     assert not sheds_load(1, 2, None, 3.5)  # a replica is being replaced
+
+
+def test_sigint_and_sigterm_stop_the_server_loop_every_time():
+    """`run_until_signalled` in its own process with a stand-in server: each of many signals,
+    sent while the loop polls, ends it and calls `stop()` once (a handler that took a lock
+    the waiting main thread held used to deadlock it)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    program = (
+        "from wattwise.serve.server import run_until_signalled\n"
+        "class Stub:\n"
+        "    def stop(self): print('stopped', flush=True)\n"
+        "print('ready', flush=True)\n"
+        "run_until_signalled(Stub())\n"
+    )
+    for index in range(6):
+        process = subprocess.Popen(
+            [sys.executable, "-c", program], stdout=subprocess.PIPE, text=True
+        )
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(0.3 + 0.05 * index)  # handlers installed; different points of the loop
+        sig = signal.SIGINT if index % 2 else signal.SIGTERM
+        for _ in range(3):  # repeated signals must not stack up handlers or stop twice
+            process.send_signal(sig)
+        out, _ = process.communicate(timeout=60)  # bounds a hang only
+        assert process.returncode == 0 and out.count("stopped") == 1, (process.returncode, out)

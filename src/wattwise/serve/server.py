@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import signal
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -279,6 +278,9 @@ def swap_model(settings: ServeSettings) -> ModelSignature:
         runtime.shutdown()
 
 
+STOP_POLL_S = 0.2
+
+
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", "::"):
         return "127.0.0.1"
@@ -286,16 +288,21 @@ def _url_host(host: str) -> str:
 
 
 def run_until_signalled(server: Server) -> None:
-    """Block until SIGTERM or Ctrl-C, then drain and stop (a second signal is not needed)."""
-    stop = threading.Event()
+    """Block until SIGTERM or Ctrl-C, then drain and stop (a second signal is not needed).
+
+    The handler only appends to a list: a handler runs in the main thread between two
+    bytecodes, and one that called `threading.Event.set()` while the main thread sat inside
+    `Event.wait()` holding the event's lock deadlocked the server for good (seen: a
+    `wattwise serve` that ignored SIGINT and SIGTERM, stuck in `Condition.__enter__`)."""
+    signals: list[int] = []
 
     def request_stop(signum: int, _frame: object) -> None:
-        stop.set()
+        signals.append(signum)
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while not stop.wait(0.5):
-            pass
+        while not signals:
+            time.sleep(STOP_POLL_S)  # after a signal, the loop sees it within STOP_POLL_S
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
