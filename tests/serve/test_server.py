@@ -114,7 +114,11 @@ def server(digits):
     # (Under load Ray's router holds requests not yet assigned in this queue, so it must hold
     # all 64 clients' requests.) The ingress works on 128 at once: at 64, twice the proxy's
     # queue reached 64 during a replica's SIGKILL under 64 clients (one 503, 2 runs in 7).
-    args += ["--max-ongoing-requests", "128", "--max-queued-requests", "64"]
+    # Queue 128: with 128 ongoing + 64 queued the proxy's queue still filled (one 503) in 2 of
+    # 3 full parallel suites on 2026-12-05, never with the module alone; cause not found (the
+    # server then holds more requests than the 64 clients have in flight). A 400-request
+    # burst still fills 128 + 128.
+    args += ["--max-ongoing-requests", "128", "--max-queued-requests", "128"]
     # stderr to a file: Ray's log lines must never fill a pipe nobody reads.
     log = open(Path(temp_dir) / "serve.err", "w")  # noqa: SIM115 (closed at teardown)
     process = subprocess.Popen(
@@ -316,7 +320,7 @@ def test_full_queue_gets_503_with_retry_after(server, digits):
         rejected = [r for r in responses if r.status_code == 503]
         if rejected:
             break
-    assert rejected, "400 concurrent requests never filled 128 ongoing + 64 queued"
+    assert rejected, "400 concurrent requests never filled 128 ongoing + 128 queued"
     assert all(r.headers.get("retry-after") for r in rejected)
     assert set(statuses) <= {200, 503}
 
