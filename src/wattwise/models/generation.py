@@ -101,8 +101,6 @@ def _count_forwards(module: nn.Module | None):
 # lengths share one compiled decode graph (dynamo recompiles per cache shape; `dynamic=False`
 # keeps the graph specialised, which is what makes it fast).
 STATIC_CACHE_STEP = 64
-
-
 # Tokens the warm-up generates: the prefill's and a few compiled decode steps.
 WARM_UP_TOKENS = 3
 
@@ -141,9 +139,9 @@ def _compiled_kwargs(lm: nn.Module, input_ids: torch.Tensor, max_new_tokens: int
 def _warm_up_compiled(
     lm: nn.Module, input_ids: torch.Tensor, kwargs: dict, max_new_tokens: int
 ) -> float:
-    """Run `WARM_UP_TOKENS` tokens through the compiled path with the same cache length, so compiling is
-    not timed as decoding; returns its seconds. A model whose forward cannot be compiled or
-    that has no static cache gets a ConfigError."""
+    """Run `WARM_UP_TOKENS` tokens through the compiled path with the same cache length, so
+    compiling is not timed as decoding; returns its seconds. A model whose forward cannot be
+    compiled or that has no static cache gets a ConfigError."""
     warm = dict(kwargs, max_new_tokens=WARM_UP_TOKENS, min_new_tokens=WARM_UP_TOKENS)
     started = time.perf_counter()
     try:

@@ -211,7 +211,7 @@ class DraftSearch:
         if not self.fits(COMPILE_GUESS_S + self.measure_s("compiled")):
             self._skip(candidate, "compiled")
             return False
-        self._measure(candidate, lambda: None, 0.0, "compiled", "")
+        self._measure(candidate, None, 0.0, "compiled", "")
         return True
 
     def _target_int8(self) -> bool:
@@ -231,37 +231,35 @@ class DraftSearch:
             candidate, status="skipped", libraries=libraries_needed(candidate)
         )
         result.reason = reason or "not started: the time limit is reached"
-        label = COMPILED_LABEL if role == "compiled" else candidate.label
-        result.generation, result.label = {"role": role}, f"{role}: {label}"
+        result.generation, result.label = {"role": role}, _label(candidate, role)
         self.results.append(result)
 
     def _measure(
-        self, candidate: Candidate, build: Callable[[], CompressionRun], earlier_s: float,
-        role: str, note: str,
+        self, candidate: Candidate, build: Callable[[], CompressionRun] | None,
+        earlier_s: float, role: str, note: str,
     ) -> tuple[CompressionRun | None, float]:  # fmt: skip
         """Build (`earlier_s`: seconds of a shared prefix already spent), save, time against
         the target alone (abandoned when far slower than the best so far), check every
         prompt's output, score; returns the run (None when the build failed) and its compress
-        seconds. One broken candidate never ends the search."""
+        seconds. `build=None`: the target itself decoding compiled, nothing to build or save;
+        its compile time counts as the compress seconds. One broken candidate never ends the
+        search."""
         result = CandidateResult.of(candidate, libraries=libraries_needed(candidate))
-        result.note, result.label = note, f"{role}: {candidate.label}"
-        if role == "compiled":
-            result.label = f"{role}: {COMPILED_LABEL}"
+        result.note, result.label = note, _label(candidate, role)
         steps = [getattr(s, "steps", None) for s in candidate.recipe.steps if s.kind == "distill"]
         result.generation = {"role": role, "distill_steps": steps[0] if steps else 0}
         directory = self.out / "candidates" / candidate.id
         started = time.perf_counter()
         run, runner, compress_s = None, None, earlier_s
         try:
-            if role == "compiled":  # the target itself: nothing to build or save
-                runner = self._runner(self.target, role, self.prompts("val"), self.reference)
-                runner.run_prompt(0)  # compiles the decode step; its seconds are the cost
+            if build is None:
                 module = self.target
+                runner = self._runner(module, role, self.prompts("val"), self.reference)
+                runner.run_prompt(0)  # compiles the decode step
+                compress_s = earlier_s + time.perf_counter() - started
             else:
                 run = build()
-            compress_s = earlier_s + time.perf_counter() - started
-            result.generation["compress_s"] = compress_s
-            if role != "compiled":
+                compress_s = earlier_s + time.perf_counter() - started
                 saving = time.perf_counter()
                 variant = save_variant(run, candidate.recipe, directory, show_progress=False,
                                        profile=False)  # fmt: skip
@@ -269,6 +267,7 @@ class DraftSearch:
                 result.variant_dir = str(directory)
                 module = variant.module
                 runner = self._runner(module, role, self.prompts("val"), self.reference)
+            result.generation["compress_s"] = compress_s
             best = max([1.0] + [r.speedup for r in self.results if r.within_budget and r.speedup])
             timing = time_decoding(runner, self._alone(self.prompts("val")), self.deadline.slice_s(),
                            abandon_below=0.5 * best)  # fmt: skip
@@ -393,3 +392,8 @@ class DraftSearch:
         after = task.evaluate(forward_on_its_device(module), "test").metrics
         attempt.update(test_quality=dict(after), met=self.budget.met(before, after))
         return attempt["met"]
+
+
+def _label(candidate: Candidate, role: str) -> str:
+    """A candidate's row label: its role and recipe (compiled decoding has no recipe)."""
+    return f"{role}: {COMPILED_LABEL if role == 'compiled' else candidate.label}"
