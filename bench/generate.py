@@ -5,9 +5,11 @@
 1. KV cache vs recomputing the prefix, batch 1, `--new-tokens` tokens: tokens/s ratio (goal
    ≥ 5x) and identical greedy output; the KV side with compiled decode steps (`generate
    --compile`, the goal line) and eager (transformers' `generate` as is).
-2. Speculative decoding with a draft wattwise builds from the target (drop layers + distil +
-   int8) vs the target alone, batch 1: tokens/s ratio (goal ≥ 1.5x), acceptance rate, identical
-   greedy output.
+2. Speculative decoding with drafts wattwise builds from the target vs the target alone, batch
+   1: a draft network (drop layers + distil + int8, through transformers' assisted generation)
+   and a lookup draft (the target's next tokens distilled into n-gram tables + prompt lookup,
+   `compress.lookup_draft`); tokens/s ratio against the target alone eager (goal ≥ 1.5x) and
+   compiled, acceptance rate, identical greedy output.
 3. Continuous vs static batching in the engine, the same seeded Poisson arrivals with output
    lengths uniform in 16–256: output tokens/s ratio (goal ≥ 2x) and p99 time per token. The
    default load (64 requests at 50/s) keeps the engine saturated: under a light load both
@@ -20,6 +22,7 @@ Repetitions alternate between the two sides of each ratio (A, B, A, B, ...); med
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -32,6 +35,7 @@ import torch
 os.environ.setdefault("WATTWISE_QUIET", "1")
 
 from wattwise.compress.draft import build_draft
+from wattwise.compress.lookup_draft import build_lookup_draft
 from wattwise.compress.pipeline import run_recipe
 from wattwise.compress.recipe import Recipe
 from wattwise.models.generation import greedy_generate
@@ -92,28 +96,52 @@ def kv_cache_ratio(loaded, new_tokens: int, repetitions: int) -> dict:
     }
 
 
-def speculative_ratio(loaded, draft, new_tokens: int, repetitions: int) -> dict:
-    prompts = loaded.task.prompts(repetitions, 16)
-    ratios, accepted, identical, target_rates, draft_rates = [], [], True, [], []
-    for prompt in prompts:
-        alone, alone_stats = greedy_generate(loaded.module, prompt, new_tokens, stop_at_eos=False)
-        assisted, stats = greedy_generate(
-            loaded.module, prompt, new_tokens, draft=draft.module, stop_at_eos=False
-        )
-        target_rates.append(alone_stats.tokens_per_s)
-        draft_rates.append(stats.tokens_per_s)
-        ratios.append(stats.tokens_per_s / alone_stats.tokens_per_s)
-        accepted.append(stats.acceptance_rate)
-        identical = identical and bool(torch.equal(alone, assisted))
-    return {
-        "draft": draft.name,
-        "target_tokens_per_s": statistics.median(target_rates),
-        "speculative_tokens_per_s": statistics.median(draft_rates),
-        "ratio": statistics.median(ratios),
-        "acceptance_rate": statistics.median(accepted),
-        "goal": 1.5,
-        "identical": identical,
+def speculative_ratio(loaded, drafts: dict, new_tokens: int, prompts: int) -> dict:
+    """Each draft against the target alone, eager (transformers' `generate`, the goal line) and
+    compiled (`generate --compile`, the fastest target alone): on every test prompt the sides run
+    one after the other, in the same order; medians over prompts. Every drafted output must
+    equal the target's."""
+    module = loaded.module
+    sides = {
+        "target alone": lambda p: greedy_generate(module, p, new_tokens, stop_at_eos=False),
+        "target alone, compiled": lambda p: greedy_generate(
+            module, p, new_tokens, stop_at_eos=False, compiled=True
+        ),
     }
+    for name, draft in drafts.items():
+        sides[name] = functools.partial(_drafted, module, draft, new_tokens)
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    accepted: dict[str, list[float]] = {name: [] for name in drafts}
+    identical = dict.fromkeys(drafts, True)
+    for prompt in loaded.task.prompts(prompts, 16):
+        sides["target alone, compiled"](prompt)  # compiles (untimed) for this cache length
+        outputs = {}
+        for name, side in sides.items():
+            outputs[name], stats = side(prompt)
+            rates[name].append(stats.tokens_per_s)
+            if name in drafts:
+                accepted[name].append(stats.acceptance_rate or 0.0)
+                identical[name] &= bool(torch.equal(outputs[name], outputs["target alone"]))
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    return {
+        "prompts": prompts,
+        "new_tokens": new_tokens,
+        "tokens_per_s": median,
+        "drafts": {
+            name: {
+                "ratio": median[name] / median["target alone"],
+                "ratio_vs_compiled": median[name] / median["target alone, compiled"],
+                "acceptance_rate": statistics.median(accepted[name]),
+                "identical": identical[name],
+            }
+            for name in drafts
+        },
+        "goal": 1.5,
+    }
+
+
+def _drafted(module, draft, new_tokens: int, prompt):
+    return greedy_generate(module, prompt, new_tokens, draft=draft, stop_at_eos=False)
 
 
 def poisson_schedule(loaded, requests: int, rate_per_s: float, seed: int) -> list[tuple]:
@@ -224,6 +252,7 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--draft-layers", type=int, default=1)
     parser.add_argument("--draft-distill-steps", type=int, default=200)
+    parser.add_argument("--prompts", type=int, default=8, help="test prompts (speculative)")
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--arrivals-per-s", type=float, default=50.0)
     parser.add_argument("--max-batch", type=int, default=8)
@@ -239,8 +268,19 @@ def main() -> None:
         results["kv_cache"] = kv_cache_ratio(loaded, args.new_tokens, args.repetitions)
         print(json.dumps(results["kv_cache"]), flush=True)
     if "speculative" in parts:
-        draft = build_draft(loaded, args.draft_layers, args.draft_distill_steps)
-        results["speculative"] = speculative_ratio(loaded, draft, args.new_tokens, args.repetitions)
+        started = time.perf_counter()
+        network = build_draft(loaded, args.draft_layers, args.draft_distill_steps)
+        network_s = time.perf_counter() - started
+        lookup = build_lookup_draft(loaded)
+        drafts = {
+            f"draft network ({network.name})": network.module,
+            f"lookup ({lookup.description})": lookup,
+        }
+        results["speculative"] = speculative_ratio(loaded, drafts, args.new_tokens, args.prompts)
+        results["speculative"]["build_s"] = {
+            "draft network": network_s,
+            "lookup": lookup.provenance["build_s"],
+        }
         print(json.dumps(results["speculative"]), flush=True)
     if "batching" in parts:
         results["batching"] = batching_ratio(

@@ -290,8 +290,10 @@ def generate(
 ):
     """Greedy continuation of `prompt`; returns `wattwise.models.generation.GenerationResult`.
 
-    `draft`: a causal-LM spec, or "auto" to build one from `model` (keep 2 layers, distil,
-    int8: `wattwise.compress.draft`); the target alone is run too for the speed-up.
+    `draft`: a causal-LM spec, "auto" to build one from `model` (keep 2 layers, distil,
+    int8: `wattwise.compress.draft`), "lookup" to build a lookup draft from it (n-gram tables
+    of its own next tokens + prompt lookup, no network: `wattwise.compress.lookup_draft`) or
+    a saved lookup draft's directory; the target alone is run too for the speed-up.
     `compiled`: decode with transformers' static KV cache and a compiled forward; compiling
     takes seconds once per process and cache length (`result.compile_s`), so it pays for long
     outputs and repeated calls.
@@ -302,7 +304,9 @@ def generate(
     import torch
 
     from wattwise.compress.draft import build_draft
+    from wattwise.compress.lookup_draft import build_lookup_draft
     from wattwise.models.generation import GenerationResult, greedy_generate, require_causal_lm
+    from wattwise.models.lookup_draft import is_lookup_draft, load_lookup_draft
 
     loaded = open_model(model)
     target = require_causal_lm(loaded)
@@ -312,19 +316,22 @@ def generate(
         from wattwise.errors import ConfigError
 
         raise ConfigError("the prompt is empty after tokenization; pass some text with --prompt")
-    helper = None
+    helper, helper_name = None, None
     if draft == "auto":
         helper = build_draft(loaded, show_progress=show_progress)
+        helper_name, helper = helper.name, helper.module
+    elif draft == "lookup":
+        helper = build_lookup_draft(loaded, show_progress=show_progress)
+        helper_name = helper.description
+    elif draft and is_lookup_draft(draft):
+        helper = load_lookup_draft(draft)
+        helper_name = f"{draft} ({helper.description})"
     elif draft:
-        helper = open_model(draft)
-        require_causal_lm(helper, "draft")
+        opened = open_model(draft)
+        require_causal_lm(opened, "draft")
+        helper_name, helper = opened.name, opened.module
     tokens, stats = greedy_generate(
-        target,
-        input_ids,
-        max_new_tokens,
-        kv_cache,
-        helper.module if helper else None,
-        compiled=compiled,
+        target, input_ids, max_new_tokens, kv_cache, helper, compiled=compiled
     )
     gaps = sorted(stats.token_times_ms)
     result = GenerationResult(
@@ -343,7 +350,7 @@ def generate(
     )
     if helper is not None:
         alone, alone_stats = greedy_generate(target, input_ids, max_new_tokens, kv_cache)
-        result.draft = helper.name
+        result.draft = helper_name
         result.acceptance_rate = stats.acceptance_rate
         result.target_alone_tokens_per_s = alone_stats.tokens_per_s
         result.speedup = stats.tokens_per_s / alone_stats.tokens_per_s

@@ -16,6 +16,7 @@ from tests.models.lm_helpers import tiny_lm  # noqa: F401
 from wattwise.api import generate
 from wattwise.compress.variant import load_variant
 from wattwise.models.generation import greedy_generate
+from wattwise.models.lookup_draft import is_lookup_draft, load_lookup_draft
 from wattwise.report.write import write_report
 from wattwise.search.deadline import Deadline
 from wattwise.search.draft_calls import PROMPTS
@@ -84,13 +85,27 @@ def test_every_measured_draft_generates_exactly_the_targets_tokens(searched, tin
         assert candidate["generation"]["prompts_checked"] == PROMPTS
         assert 0 <= candidate["generation"]["acceptance_rate"] <= 1
         # Independently of the search's own check: loaded back, on prompts it never saw.
-        draft = load_variant(candidate["variant_dir"], check_outputs=True)
+        directory = candidate["variant_dir"]
+        draft = (
+            load_lookup_draft(directory)
+            if is_lookup_draft(directory)
+            else load_variant(directory, check_outputs=True).module
+        )
         for prompt in prompts:
             alone, _ = greedy_generate(tiny_lm.module, prompt, 16, stop_at_eos=False)
             assisted, _ = greedy_generate(
-                tiny_lm.module, prompt, 16, draft=draft.module, stop_at_eos=False
+                tiny_lm.module, prompt, 16, draft=draft, stop_at_eos=False
             )
             assert torch.equal(alone, assisted), candidate["label"]
+
+
+@pytest.mark.slow
+def test_a_lookup_draft_is_built_and_measured_right_after_compiled_decoding(searched):
+    _, report, _ = searched
+    lookup = report["candidates"][1]
+    assert "lookup draft" in lookup["label"] and lookup["generation"]["role"] == "draft"
+    assert lookup["status"] == "measured", lookup["reason"]
+    assert is_lookup_draft(lookup["variant_dir"])
 
 
 @pytest.mark.slow
@@ -211,6 +226,7 @@ def test_a_faster_draft_is_chosen_rechecked_after_reload_and_saved_for_generate(
 
 
 def test_an_earlier_runs_draft_and_variant_are_removed_but_nothing_else(tmp_path):
+    from wattwise.models.lookup_draft import LookupDraft
     from wattwise.search.optimize_drafts import remove_stale_choices
 
     for name in ("draft", "variant"):
@@ -221,6 +237,9 @@ def test_an_earlier_runs_draft_and_variant_are_removed_but_nothing_else(tmp_path
     (tmp_path / "draft-notes").mkdir()  # not a name the search writes
     remove_stale_choices(tmp_path)
     assert not (tmp_path / "draft").exists() and not (tmp_path / "variant").exists()
+    LookupDraft([{(1,): 2}]).save(tmp_path / "draft")
+    remove_stale_choices(tmp_path)
+    assert not (tmp_path / "draft").exists()
     assert (tmp_path / "best").is_dir() and (tmp_path / "draft-notes").is_dir()
 
 

@@ -18,7 +18,9 @@ def generate(
     draft: str = typer.Option(
         None,
         "--draft",
-        help="Speculative decoding: a draft model spec, or 'auto' (wattwise builds one from MODEL).",
+        help="Speculative decoding: a draft model spec, 'auto' (wattwise builds a small draft "
+        "network from MODEL), 'lookup' (wattwise distils MODEL's next tokens into n-gram "
+        "tables, plus prompt lookup) or a saved lookup draft directory.",
     ),
     no_kv_cache: bool = typer.Option(
         False, "--no-kv-cache", help="Recompute the whole prefix every step (for comparison)."

@@ -10,6 +10,7 @@ not report.
 
 from __future__ import annotations
 
+import itertools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -164,7 +165,7 @@ def greedy_generate(
     input_ids: torch.Tensor,
     max_new_tokens: int,
     use_cache: bool = True,
-    draft: nn.Module | None = None,
+    draft=None,
     stop_at_eos: bool = True,
     compiled: bool = False,
 ) -> tuple[torch.Tensor, DecodeStats]:
@@ -172,7 +173,8 @@ def greedy_generate(
 
     `model`/`draft` are `CausalLM` wrappers (their `.lm` generates). With a draft, transformers'
     assisted generation drafts tokens and the target verifies them: greedy output is the
-    target's own. `stop_at_eos=False` forces exactly `max_new_tokens` (benchmarks).
+    target's own. A `LookupDraft` (n-gram tables, no network) drafts through
+    `models.speculative.lookup_generate` instead. `stop_at_eos=False` forces exactly `max_new_tokens` (benchmarks).
     `compiled=True` decodes with transformers' static KV cache and compiled forward
     (torch.compile); the first call per cache length compiles, in an untimed warm-up reported
     as `stats.compile_s`. Greedy output is the same tokens.
@@ -184,6 +186,14 @@ def greedy_generate(
     if max_new_tokens < 1:
         raise ConfigError(f"max new tokens must be at least 1, got {max_new_tokens}")
     lm = model.lm
+    if draft is not None and not isinstance(draft, nn.Module):  # a lookup draft: our own loop
+        if compiled or not use_cache:
+            raise ConfigError(
+                "a lookup draft decodes with the eager KV cache; drop --compile and --no-kv-cache"
+            )
+        from wattwise.models.speculative import lookup_generate
+
+        return lookup_generate(model, input_ids, max_new_tokens, draft, stop_at_eos)
     if draft is not None and input_ids.shape[0] != 1:
         raise ConfigError(
             "speculative decoding runs at batch 1 (transformers' assisted generation)"
@@ -223,13 +233,20 @@ def greedy_generate(
     new_tokens = output.shape[1] - input_ids.shape[1]
     arrivals = [t for t, _ in streamer.arrivals]
     ttft_ms = (arrivals[0] - streamer.started) * 1000 if arrivals else seconds * 1000
-    gaps: list[float] = []
-    for (previous, _), (now, count) in zip(streamer.arrivals, streamer.arrivals[1:], strict=False):
-        gaps.extend([(now - previous) * 1000] + [0.0] * (count - 1))
     stats = DecodeStats(
-        new_tokens, seconds, ttft_ms, gaps, target_calls["calls"], draft_calls["calls"], compile_s
-    )
+        new_tokens, seconds, ttft_ms, token_gaps(streamer.arrivals), target_calls["calls"],
+        draft_calls["calls"], compile_s,
+    )  # fmt: skip
     return output[:, input_ids.shape[1] :], stats
+
+
+def token_gaps(arrivals: list[tuple[float, int]]) -> list[float]:
+    """Milliseconds between consecutive new tokens, from (time, tokens arrived) pairs: the
+    first token of an arrival is the gap since the last, the rest of it arrived at once (0)."""
+    gaps: list[float] = []
+    for (previous, _), (now, count) in itertools.pairwise(arrivals):
+        gaps.extend([(now - previous) * 1000] + [0.0] * (count - 1))
+    return gaps
 
 
 def is_causal_lm(loaded) -> bool:

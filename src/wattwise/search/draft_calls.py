@@ -25,6 +25,12 @@ MIN_NEW_TOKENS = 8
 # for tiny-lm on 2 cores, docs/benchmarks.md).
 COMPILE_GUESS_S = 15.0
 COMPILED_LABEL = "the target, compiled decode steps (generate --compile)"
+LOOKUP_LABEL = "lookup draft (the target's next tokens as n-gram tables + prompt lookup)"
+# Seconds a lookup draft's tables may take to build: at most this, and at most this share of
+# the limit (tiny-lm: 5 s for the teacher-forced pass over its train text, the rest for the
+# target's own continuations, which only add contexts).
+LOOKUP_BUILD_S = 30.0
+LOOKUP_BUILD_SHARE = 0.08
 NO_GAIN = "The target alone is the fastest; no draft pays off on this machine."
 
 

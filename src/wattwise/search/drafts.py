@@ -23,43 +23,44 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from wattwise.compress.context import CompressionRun
 from wattwise.compress.draft import DISTILL_BATCH, draft_int8_step, draft_recipe
+from wattwise.compress.lookup_draft import build_lookup_draft
 from wattwise.compress.pipeline import continue_run, run_recipe
 from wattwise.compress.recipe import Recipe
 from wattwise.compress.steps.layers import find_layer_list
-from wattwise.compress.variant import load_variant, save_variant
+from wattwise.compress.variant import save_variant
 from wattwise.errors import WattwiseError
 from wattwise.models.generation import greedy_generate
+from wattwise.models.lookup_draft import LookupDraft, load_lookup_draft
 from wattwise.models.registry import LoadedModel
 from wattwise.progress import info
 from wattwise.search.budget import Budget
-from wattwise.search.confirm import agreement
-from wattwise.search.deadline import SLICE_SHARE, TRAIN_STEP_FORWARDS, Deadline
+from wattwise.search.deadline import TRAIN_STEP_FORWARDS, Deadline
 from wattwise.search.decode_runs import DecodeRunner, OutputChanged, reference_run
 from wattwise.search.draft_calls import (
     COMPILE_GUESS_S,
     COMPILED_LABEL,
     FIRST_SAVE_GUESS_S,
+    LOOKUP_BUILD_S,
+    LOOKUP_BUILD_SHARE,
+    LOOKUP_LABEL,
     MAX_DISTILL_STEPS,
     MIN_DISTILL_STEPS,
     MIN_NEW_TOKENS,
     NEW_TOKENS,
-    NO_GAIN,
     PROMPT_TOKENS,
     PROMPTS,
     libraries_needed,
     new_tokens_that_fit,
-    role_of,
     time_decoding,
 )
 from wattwise.search.objective import Objective
-from wattwise.search.ranking import rank
 from wattwise.search.results import CandidateResult, one_line
 from wattwise.search.space import Candidate, make_candidate
 from wattwise.search.timing import PairedTiming
@@ -168,12 +169,15 @@ class DraftSearch:
         """Measure compiled decoding first (cheap), then the draft levels (fewest layers
         first), the int8 target after the first."""
         keeps = list(range(1, self.layers))
-        # "compiled": the target with compiled decode steps; None: the int8 target.
-        plan: list[int | str | None] = ["compiled", *keeps[:1], None, *keeps[1:]]
+        # "compiled": the target with compiled decode steps; "lookup": a lookup draft (n-gram
+        # tables, seconds to build); None: the int8 target.
+        plan: list[int | str | None] = ["compiled", "lookup", *keeps[:1], None, *keeps[1:]]
         partial, reason = False, "all candidates measured"
         for position, keep in enumerate(plan):
             if keep == "compiled":
                 started = self._compiled_target()
+            elif keep == "lookup":
+                started = self._lookup_draft()
             elif keep is None:
                 started = self._target_int8()
             else:
@@ -212,6 +216,18 @@ class DraftSearch:
             self._skip(candidate, "compiled")
             return False
         self._measure(candidate, None, 0.0, "compiled", "")
+        return True
+
+    def _lookup_draft(self) -> bool:
+        candidate = replace(
+            make_candidate("lookup-draft", 0, {"steps": []}), id="lookup-draft", label=LOOKUP_LABEL
+        )
+        build_s = min(LOOKUP_BUILD_S, LOOKUP_BUILD_SHARE * self.deadline.limit_s)
+        if not self.fits(build_s + self.measure_s("draft")):
+            self._skip(candidate, "draft")
+            return False
+        build = functools.partial(build_lookup_draft, self.loaded, seconds=build_s)
+        self._measure(candidate, build, 0.0, "draft", "")
         return True
 
     def _target_int8(self) -> bool:
@@ -261,11 +277,9 @@ class DraftSearch:
                 run = build()
                 compress_s = earlier_s + time.perf_counter() - started
                 saving = time.perf_counter()
-                variant = save_variant(run, candidate.recipe, directory, show_progress=False,
-                                       profile=False)  # fmt: skip
+                module = self._save(run, candidate, directory)
                 self.save_s = time.perf_counter() - saving
                 result.variant_dir = str(directory)
-                module = variant.module
                 runner = self._runner(module, role, self.prompts("val"), self.reference)
             result.generation["compress_s"] = compress_s
             best = max([1.0] + [r.speedup for r in self.results if r.within_budget and r.speedup])
@@ -298,6 +312,16 @@ class DraftSearch:
         self.results.append(result)
         info(f"{result.label}: {one_line(result)}")
         return run, compress_s
+
+    def _save(self, built, candidate: Candidate, directory: Path):
+        """Save what a candidate built (a compression run, or a lookup draft) and return the
+        module or draft loaded back, as a user would run it."""
+        if isinstance(built, LookupDraft):
+            built.save(directory)
+            return load_lookup_draft(directory)
+        variant = save_variant(built, candidate.recipe, directory, show_progress=False,
+                               profile=False)  # fmt: skip
+        return variant.module
 
     def _runner(self, module, role: str, prompts, reference) -> DecodeRunner:
         """A draft runs beside the target and must not change its output, nor may compiled
@@ -337,61 +361,10 @@ class DraftSearch:
 
     # -- the held-out check ---------------------------------------------------------------------
     def confirm(self) -> dict:
-        """Re-time the best candidates, loaded back from disk, on the test prompts until one
-        holds (greedy output identical for a draft; the budget on test for an int8 target)."""
-        found: dict = {"attempts": [], "timing": None, "agreement": "", "chosen": None}
-        test_prompts = self.prompts("test")
-        reference: list[torch.Tensor] = []
-        for position, result in enumerate(rank([self.baseline, *self.results], self.objective)):
-            if result.id == "original":
-                found["chosen"], found["outcome"] = result, NO_GAIN
-                break
-            if position and self.deadline.left_with_grace() < self.measure_s(role_of(result)):
-                found["attempts"].append({"id": result.id, "skipped": "no time left"})
-                break
-            if not reference:
-                reference, _ = reference_run(
-                    self.target, test_prompts, self.new_tokens, self.decode
-                )
-            # Trusted: this search wrote these variants from the model the user named.
-            module = (
-                self.target
-                if role_of(result) == "compiled"
-                else load_variant(result.variant_dir, trust_code=True).module
-            )
-            runner = self._runner(module, role_of(result), test_prompts, reference)
-            slice_s = max(1.0, min(SLICE_SHARE * self.deadline.limit_s,
-                                   self.deadline.left_with_grace() / 4))  # fmt: skip
-            attempt: dict = {"id": result.id, "label": result.label, "met": False}
-            found["attempts"].append(attempt)
-            try:
-                timing = time_decoding(runner, self._alone(test_prompts), slice_s)
-                runner.check_remaining()
-            except OutputChanged:
-                attempt.update(identical_to_target=False, mismatch=runner.mismatch)
-                continue
-            attempt.update(timing=timing.to_dict(), identical_to_target=runner.identical,
-                           mismatch=runner.mismatch, acceptance_rate=runner.acceptance_rate)  # fmt: skip
-            if not self._holds_on_test(result, module, runner, attempt):
-                continue
-            found.update(chosen=result, timing=timing.to_dict())
-            found["agreement"] = agreement(result.paired, timing)
-            found["outcome"] = (
-                f"Chosen: {result.label}, {timing.describe()} the target alone's tokens/s on "
-                "held-out test prompts at batch 1."
-            )
-            break
-        return found
+        """The held-out check (`search.draft_confirm.confirm_choice`)."""
+        from wattwise.search.draft_confirm import confirm_choice
 
-    def _holds_on_test(self, result, module, runner: DecodeRunner, attempt: dict) -> bool:
-        if role_of(result) in ("draft", "compiled"):
-            attempt["met"] = runner.identical
-            return runner.identical
-        task = self.loaded.task
-        before = task.evaluate(forward_on_its_device(self.target), "test").metrics
-        after = task.evaluate(forward_on_its_device(module), "test").metrics
-        attempt.update(test_quality=dict(after), met=self.budget.met(before, after))
-        return attempt["met"]
+        return confirm_choice(self)
 
 
 def _label(candidate: Candidate, role: str) -> str:

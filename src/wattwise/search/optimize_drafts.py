@@ -12,6 +12,7 @@ from pathlib import Path
 from wattwise.compress.variant import copy_variant, open_model
 from wattwise.errors import ConfigError
 from wattwise.models.generation import greedy_generate, is_causal_lm
+from wattwise.models.lookup_draft import is_lookup_draft
 from wattwise.models.registry import ModelOptions
 from wattwise.paths import check_creatable_dir, ensure_writable_dir
 from wattwise.progress import info
@@ -79,10 +80,10 @@ def search_drafts(
 def remove_stale_choices(out: Path) -> None:
     """Remove OUT/draft and OUT/variant left by an earlier run: this run's report may choose the
     target alone, and `generate --draft OUT/draft` must not pick up an older run's draft. Only
-    variant directories (with a variant.json) are removed."""
+    variant directories (with a variant.json) and lookup drafts are removed."""
     for name in ("draft", "variant"):
         path = Path(out) / name
-        if (path / "variant.json").is_file():
+        if (path / "variant.json").is_file() or is_lookup_draft(path):
             shutil.rmtree(path)
 
 
