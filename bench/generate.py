@@ -140,6 +140,32 @@ def speculative_ratio(loaded, drafts: dict, new_tokens: int, prompts: int) -> di
     }
 
 
+def served_alone_ratio(loaded, draft, new_tokens: int, prompts: int) -> dict:
+    """The serving engine (`ContinuousBatcher`) with one request at a time, with the lookup
+    draft (`serve --draft`) and without, alternated per prompt: tokens/s and identical
+    tokens. Under load the engine batches instead and the draft is not used."""
+    eos = loaded.module.lm.generation_config.eos_token_id
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    identical = True
+    for prompt in loaded.task.prompts(prompts, 16):
+        tokens = {}
+        for name, helper in (("without", None), ("with", draft)):
+            engine = ContinuousBatcher(loaded.module, 8, eos_token_id=eos, draft=helper)
+            started = time.perf_counter()
+            stream = engine.submit(prompt[0].tolist(), new_tokens, stop_at_eos=False)
+            engine.run_until_idle()
+            rates[name].append(len(stream.tokens) / (time.perf_counter() - started))
+            tokens[name] = stream.tokens
+        identical = identical and tokens["with"] == tokens["without"]
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    return {
+        "tokens_per_s_without_draft": median["without"],
+        "tokens_per_s_with_draft": median["with"],
+        "ratio": median["with"] / median["without"],
+        "identical": identical,
+    }
+
+
 def _drafted(module, draft, new_tokens: int, prompt):
     return greedy_generate(module, prompt, new_tokens, draft=draft, stop_at_eos=False)
 
@@ -281,6 +307,9 @@ def main() -> None:
             "draft network": network_s,
             "lookup": lookup.provenance["build_s"],
         }
+        results["speculative"]["served_alone"] = served_alone_ratio(
+            loaded, lookup, args.new_tokens, args.prompts
+        )
         print(json.dumps(results["speculative"]), flush=True)
     if "batching" in parts:
         results["batching"] = batching_ratio(

@@ -126,3 +126,33 @@ def test_eager_attention_models_get_the_two_dimensional_padding_mask(tiny_lm):  
     for prompt, stream in zip(prompts, streams, strict=True):
         alone, _ = greedy_generate(model, torch.tensor([prompt]), 6, stop_at_eos=False)
         assert stream.tokens == alone[0].tolist()
+
+
+@pytest.mark.parametrize("stop_at_eos", [False, True])
+def test_a_request_running_alone_speculates_with_a_lookup_draft_and_keeps_its_tokens(
+    tiny_lm,  # noqa: F811
+    stop_at_eos,
+):
+    # Alone, the request's steps draft and verify several tokens; when others join, the batch
+    # decodes one token per row; when they leave, it speculates again. Tokens stay exact, also
+    # past the preallocated columns (rejected columns are forgotten, not copied).
+    from wattwise.compress.lookup_draft import build_lookup_draft
+    from wattwise.serve.ragged_kv_cache import HEADROOM_COLUMNS
+
+    draft = build_lookup_draft(tiny_lm, seconds=3.0)
+    prompts = [p[0].tolist() for p in tiny_lm.task.prompts(3, 10, "test")]
+    plan = [(prompts[0], HEADROOM_COLUMNS + 40), (prompts[1][:4], 6), (prompts[2][:7], 9)]
+    engine = _engine(tiny_lm.module, max_batch_size=3, draft=draft)
+    first = engine.submit(*plan[0], stop_at_eos=stop_at_eos)
+    for _ in range(4):
+        engine.step()
+    streams = [first] + [engine.submit(p, n, stop_at_eos=stop_at_eos) for p, n in plan[1:]]
+    engine.run_until_idle()
+    for (prompt, new), stream in zip(plan, streams, strict=True):
+        alone, _ = greedy_generate(
+            tiny_lm.module, torch.tensor([prompt]), new, stop_at_eos=stop_at_eos
+        )
+        assert stream.tokens == alone[0].tolist()
+    if not stop_at_eos:
+        assert engine.speculative_rounds > 0 and engine.drafted_tokens > 0
+        assert 0 <= engine.accepted_tokens <= engine.drafted_tokens

@@ -101,3 +101,34 @@ def test_stream_cut_by_a_replica_kill_ends_with_an_error_event(tiny_lm):  # noqa
     finally:
         replica.kill()
         replica.wait()
+
+
+def test_generate_with_a_served_lookup_draft_streams_the_same_tokens(tiny_lm, tmp_path):  # noqa: F811
+    # `serve --draft DIR`: the service loads the saved draft; a request alone speculates, and
+    # its streamed tokens equal those served without a draft.
+    from wattwise.compress.lookup_draft import build_lookup_draft
+    from wattwise.errors import ConfigError
+    from wattwise.serve.generation_http import generation_service
+    from wattwise.serve.server import check_draft_fits
+    from wattwise.serve.settings import ServeSettings
+
+    build_lookup_draft(tiny_lm, seconds=3.0).save(tmp_path / "draft")
+    check_draft_fits(tiny_lm, str(tmp_path / "draft"))
+    body = {"prompt": "Return the", "max_new_tokens": 40, "stop_at_eos": False}
+    streamed = []
+    for draft in (None, str(tmp_path / "draft")):
+        service = generation_service(tiny_lm, 4, draft=draft)
+        app = FastAPI()
+        add_generation_routes(app, service)
+        try:
+            (response,) = asyncio.run(_post_all(app, [body]))
+        finally:
+            service.close()
+        events = parse_sse(response.text)
+        streamed.append([data["token_id"] for event, data in events if event == "token"])
+        assert events[-1] == ("done", {"finish_reason": "length", "tokens": 40})
+        if draft:
+            assert service.engine.speculative_rounds > 0
+    assert len(streamed[0]) == 40 and streamed[0] == streamed[1]
+    with pytest.raises(ConfigError, match="not a saved lookup draft"):
+        ServeSettings.from_options("tiny-lm", draft=str(tmp_path)).checked()

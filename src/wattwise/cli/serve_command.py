@@ -52,6 +52,7 @@ SERVE_FLAGS = OptionGroup(
             "upscale_delay_s",
             "downscale_delay_s",
             "kv_cache_budget_bytes",
+            "draft",
         ),
     )
 )

@@ -90,6 +90,7 @@ class ContinuousBatcher:
         kv_cache_budget_bytes: int = 64 * 2**20,
         policy: str = "continuous",
         eos_token_id: int | None = None,
+        draft=None,
     ) -> None:
         if policy not in ("continuous", "static"):
             raise ConfigError(f"batching policy {policy!r}: use continuous or static")
@@ -98,6 +99,12 @@ class ContinuousBatcher:
         self.kv_cache_budget_bytes = kv_cache_budget_bytes
         self.policy = policy
         self.eos_token_id = eos_token_id
+        # A lookup draft (`models.lookup_draft`): used while one request runs alone, where a
+        # decode step is pure overhead per token; batched steps decode one token per row.
+        self.draft = draft
+        self.speculative_rounds = 0
+        self.drafted_tokens = 0
+        self.accepted_tokens = 0
         self.bytes_per_token = kv_cache_bytes(self.lm, 1, 1)
         self.max_positions = getattr(self.lm.config, "n_positions", None) or getattr(
             self.lm.config, "max_position_embeddings", 1 << 30
@@ -197,6 +204,40 @@ class ContinuousBatcher:
             if not stream.finished:  # a static batch's finished rows: computed, discarded
                 self._emit(stream, token)
 
+    def _speculate(self) -> bool:
+        """One speculative round for the single running request: the draft proposes tokens,
+        one forward verifies them, the agreeing prefix and the model's own next token are
+        emitted and the rejected columns leave the cache. False when the draft proposed
+        nothing (then a plain decode step runs)."""
+        stream = self.running[0]
+        left = stream.max_new_tokens - len(stream.tokens)
+        proposal = self.draft.propose(
+            stream.prompt + stream.tokens, min(self.draft.draft_tokens, left - 1)
+        )
+        if not proposal or self.kv.lengths[0] != self.kv.columns:  # (no padding: one row)
+            return False
+        inputs = self.kv.decode_inputs()
+        start = self.kv.lengths[0]
+        positions = torch.arange(start, start + len(proposal) + 1)[None]
+        output = self.lm(
+            input_ids=torch.tensor([[stream.tokens[-1], *proposal]]),
+            use_cache=True,
+            **{**inputs, "position_ids": positions},
+        )
+        predicted = self._greedy(output.logits[0], [stream] * (len(proposal) + 1))
+        agreed = 0
+        while agreed < len(proposal) and proposal[agreed] == predicted[agreed]:
+            agreed += 1
+        self.kv.advance(output.past_key_values, kept=agreed + 1)
+        self.speculative_rounds += 1
+        self.drafted_tokens += len(proposal)
+        self.accepted_tokens += agreed
+        for token in [*proposal[:agreed], predicted[agreed]]:
+            self._emit(stream, token)
+            if stream.finish_reason:
+                break
+        return True
+
     def _retire(self, done: list[GenerationStream]) -> None:
         """End finished or cancelled requests; take them out of the batch and its cache, or
         (static batching) keep their rows until the whole batch has ended."""
@@ -217,7 +258,8 @@ class ContinuousBatcher:
             self._admit()
             self._retire([s for s in self.running if s.cancelled or s.finish_reason])
             ran = len(self.running)
-            if ran:
+            alone = ran == 1 and self.draft is not None and not self.running[0].finished
+            if ran and not (alone and self._speculate()):
                 self._decode()
             self._retire([s for s in self.running if s.finish_reason])
         return ran

@@ -149,10 +149,15 @@ def add_generation_routes(app: Any, service: GenerationService) -> None:
 
 
 def generation_service(
-    loaded, max_batch_size: int = 8, kv_cache_budget_bytes: int = 64 * 2**20
+    loaded,
+    max_batch_size: int = 8,
+    kv_cache_budget_bytes: int = 64 * 2**20,
+    draft: str | None = None,
 ) -> GenerationService:
-    """A running continuous batcher for a loaded causal LM (ConfigError for any other model)."""
+    """A running continuous batcher for a loaded causal LM (ConfigError for any other model);
+    `draft`: a saved lookup draft's directory, used while one request runs alone."""
     from wattwise.models.generation import require_causal_lm
+    from wattwise.models.lookup_draft import load_lookup_draft
 
     tokenizer = loaded.extra["tokenizer"]
     engine = ContinuousBatcher(
@@ -160,6 +165,7 @@ def generation_service(
         max_batch_size,
         kv_cache_budget_bytes,
         eos_token_id=tokenizer.eos_token_id,
+        draft=load_lookup_draft(draft) if draft else None,
     )
     return GenerationService(engine, tokenizer)
 

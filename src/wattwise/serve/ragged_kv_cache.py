@@ -100,11 +100,15 @@ class RaggedKVCache:
         mask = mask[:, None, None, :] if self.sdpa_mask else mask.long()
         return {**inputs, "attention_mask": mask}
 
-    def advance(self, grown) -> None:
-        """Take the cache a decode step returned (one more column for every row)."""
+    def advance(self, grown, kept: int = 1) -> None:
+        """Take the cache a decode step returned: every row got one more column, or (a
+        speculative round of one row) several, of which the first `kept` stay."""
+        for layer in grown.layers:
+            if isinstance(layer, _PreallocatedLayer):
+                layer.keep(self.columns + kept)
         self._cache = grown
         self.layers = [(k, v) for k, v, *_ in grown]
-        self.lengths = [length + 1 for length in self.lengths]
+        self.lengths = [length + kept for length in self.lengths]
 
 
 def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
@@ -140,6 +144,11 @@ class _PreallocatedLayer(DynamicLayer):
         self._length = end
         self._expose()
         return self.keys, self.values
+
+    def keep(self, columns: int) -> None:
+        """Forget the columns after the first `columns` (rejected draft tokens)."""
+        self._length = min(self._length, columns)
+        self._expose()
 
 
 def _with_room(tensor: torch.Tensor, columns: int) -> torch.Tensor:

@@ -82,7 +82,7 @@ class ModelReplica:
             from wattwise.serve.generation_http import generation_service
 
             self.generation = generation_service(
-                loaded, config.max_batch_size, config.kv_cache_budget_bytes
+                loaded, config.max_batch_size, config.kv_cache_budget_bytes, config.draft
             )
         # Warm up (first calls allocate) so the first user request does not pay for it.
         self._run([self.signature.example])

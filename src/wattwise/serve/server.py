@@ -51,9 +51,28 @@ def model_signature(settings: ServeSettings) -> ModelSignature:
 
     loaded = open_model(settings.model, settings.model_options(), serving_only=True)
     signature = describe_model(loaded)
+    if settings.draft:
+        check_draft_fits(loaded, settings.draft)
     del loaded
     gc.collect()
     return signature
+
+
+def check_draft_fits(loaded, draft: str) -> None:
+    """A ConfigError when `--draft` cannot serve this model: not a causal LM, or a lookup
+    draft built for another vocabulary."""
+    from wattwise.models.generation import is_causal_lm
+    from wattwise.models.lookup_draft import load_lookup_draft
+
+    if not is_causal_lm(loaded):
+        raise ConfigError(f"--draft is for causal LMs; {loaded.name} does not generate")
+    vocabulary = loaded.module.lm.config.get_text_config().vocab_size
+    built_for = load_lookup_draft(draft).vocabulary
+    if built_for and built_for != vocabulary:
+        raise ConfigError(
+            f"--draft {draft} was built for a {built_for}-token vocabulary, {loaded.name} has "
+            f"{vocabulary}; build one from this model (optimize --objective tokens_per_s)"
+        )
 
 
 def build_application(settings: ServeSettings, signature: ModelSignature) -> Any:

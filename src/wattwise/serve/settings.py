@@ -71,6 +71,9 @@ class ServeSettings:
             call per request.
         kv_cache_budget_bytes: KV-cache memory each replica reserves for `/v1/generate`
             requests at most (causal LMs); a request that does not fit gets 503.
+        draft: a saved lookup draft's directory (`models.lookup_draft`, from `optimize
+            --objective tokens_per_s`): while one `/v1/generate` request runs alone in a
+            replica, its steps draft and verify several tokens (greedy output unchanged).
         trust_code: allow a variant built from a module:factory to import that code.
     """
 
@@ -131,6 +134,9 @@ class ServeSettings:
     )
     kv_cache_budget_bytes: int = serve_flag(
         64 * 2**20, "Causal LMs: KV-cache bytes per replica; beyond it /v1/generate gets 503."
+    )
+    draft: str | None = serve_flag(
+        None, "Causal LMs: a saved lookup draft dir; a request running alone speculates."
     )
     trust_code: bool = False
 
@@ -198,10 +204,18 @@ class ServeSettings:
                 f"refusing to listen on {self.host} without an API key: pass --api-key-env NAME "
                 "(a variable holding the key) or bind 127.0.0.1"
             )
+        from wattwise.models.lookup_draft import is_lookup_draft  # (torch: imported late)
+
+        if self.draft is not None and not is_lookup_draft(self.draft):
+            raise ConfigError(
+                f"--draft {self.draft}: not a saved lookup draft directory; make one with "
+                "`wattwise optimize MODEL --objective tokens_per_s` (OUT/draft)"
+            )
         model = self.model
         if Path(model).exists():  # replicas run in other directories: pass absolute paths
             model = str(Path(model).resolve())
-        return dataclasses.replace(self, model=model)
+        draft = str(Path(self.draft).resolve()) if self.draft else None
+        return dataclasses.replace(self, model=model, draft=draft)
 
     def api_key_digest(self) -> str | None:
         """SHA-256 hex digest of the API key, or None when no key is configured."""
