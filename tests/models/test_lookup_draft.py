@@ -24,6 +24,22 @@ def test_prompt_lookup_copies_what_followed_the_latest_earlier_match():
     assert prompt_lookup([1, 2, 3, 4], 3) == []
 
 
+def test_prompt_lookup_agrees_with_a_plain_scan_on_random_texts():
+    import random
+
+    def plain(tokens, count):
+        for n in (3, 2):
+            for start in range(len(tokens) - n - 1, -1, -1):
+                if len(tokens) > n and tokens[start : start + n] == tokens[-n:]:
+                    return tokens[start + n : start + n + count]
+        return []
+
+    generator = random.Random(0)
+    for _ in range(500):
+        tokens = [generator.randrange(4) for _ in range(generator.randrange(1, 30))]
+        assert prompt_lookup(tokens, 3) == plain(tokens, 3), tokens
+
+
 @pytest.mark.parametrize("stop_at_eos", [False, True])
 def test_greedy_with_a_lookup_draft_is_identical_to_the_target(tiny_lm, lookup, stop_at_eos):  # noqa: F811
     assert lookup.provenance["teacher_forced_tokens"] > 0 and lookup.order == 3

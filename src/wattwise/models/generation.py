@@ -10,56 +10,15 @@ not report.
 
 from __future__ import annotations
 
-import itertools
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from wattwise.errors import ConfigError
-
-
-@dataclass
-class DecodeStats:
-    """One greedy generation.
-
-    Attributes:
-        new_tokens: tokens generated (prompt excluded).
-        seconds: wall-clock seconds of the whole `generate` call.
-        ttft_ms: milliseconds from the call to the first new token.
-        token_times_ms: milliseconds between consecutive new tokens (speculative rounds emit
-            several at once: their gaps are 0).
-        target_forwards: forward passes of the target model.
-        draft_forwards: forward passes of the draft (0 without one).
-        compile_s: seconds of the untimed warm-up call that compiled the decode step
-            (`compiled=True`; milliseconds once the graph for this cache length exists; 0
-            without `compiled`). Not part of `seconds`.
-    """
-
-    new_tokens: int
-    seconds: float
-    ttft_ms: float
-    token_times_ms: list[float] = field(default_factory=list)
-    target_forwards: int = 0
-    draft_forwards: int = 0
-    compile_s: float = 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        """New tokens per wall-clock second."""
-        return self.new_tokens / self.seconds if self.seconds > 0 else float("nan")
-
-    @property
-    def acceptance_rate(self) -> float | None:
-        """Accepted draft tokens / drafted tokens. Every verification round (one target
-        forward after the prefill) yields its accepted draft tokens plus one token of the
-        target's own, so accepted = new tokens − rounds; each draft forward drafts one token."""
-        if not self.draft_forwards:
-            return None
-        rounds = max(self.target_forwards, 1)
-        return max(self.new_tokens - rounds, 0) / self.draft_forwards
+from wattwise.models.decode_stats import DecodeStats, token_gaps
 
 
 class _Timestamps:
@@ -238,15 +197,6 @@ def greedy_generate(
         draft_calls["calls"], compile_s,
     )  # fmt: skip
     return output[:, input_ids.shape[1] :], stats
-
-
-def token_gaps(arrivals: list[tuple[float, int]]) -> list[float]:
-    """Milliseconds between consecutive new tokens, from (time, tokens arrived) pairs: the
-    first token of an arrival is the gap since the last, the rest of it arrived at once (0)."""
-    gaps: list[float] = []
-    for (previous, _), (now, count) in itertools.pairwise(arrivals):
-        gaps.extend([(now - previous) * 1000] + [0.0] * (count - 1))
-    return gaps
 
 
 def is_causal_lm(loaded) -> bool:

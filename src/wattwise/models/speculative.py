@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from wattwise.errors import ConfigError
-from wattwise.models.generation import DecodeStats, token_gaps
+from wattwise.models.decode_stats import DecodeStats, token_gaps
 from wattwise.models.lookup_draft import LookupDraft
 
 # Generation-config fields that make `generate` pick other tokens than the plain argmax, with
