@@ -45,8 +45,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lm_server(tiny_lm):  # noqa: F811 - trains tiny-lm once; the replicas load it from the cache
+    from wattwise.compress.lookup_draft import build_lookup_draft
+
     os.environ[KEY_ENV] = API_KEY
     ray_temp_dir = tempfile.mkdtemp(prefix="wwg-", dir="/tmp")
+    # A saved lookup draft (`serve --draft`): a request alone in its replica speculates.
+    draft = Path(tempfile.mkdtemp(prefix="wwg-draft-", dir="/tmp")) / "draft"
+    build_lookup_draft(tiny_lm, seconds=3.0).save(draft)
     server = serve(
         "tiny-lm",
         block=False,
@@ -58,6 +63,7 @@ def lm_server(tiny_lm):  # noqa: F811 - trains tiny-lm once; the replicas load i
         # Long enough for a request sent while every replica is dead to wait for a new one.
         request_timeout_s=180.0,
         ray_temp_dir=ray_temp_dir,
+        draft=str(draft),
     )
     logs = Path(ray_temp_dir) / "session_latest" / "logs" / "serve"
     try:
@@ -97,6 +103,24 @@ def test_streamed_tokens_equal_the_in_process_greedy_output(lm_server):
         assert [t["index"] for t in tokens] == list(range(len(tokens)))
         assert "".join(t["text"] for t in tokens) == expected.text
         assert events[-1][0] == "done" and events[-1][1]["tokens"] == len(tokens)
+
+
+def test_a_request_alone_with_the_served_draft_streams_the_targets_tokens(lm_server, tiny_lm):  # noqa: F811
+    # One request at a time: each runs alone in its replica, so its steps draft and verify.
+    import torch
+
+    from wattwise.models.generation import greedy_generate
+
+    for prompt in ("Return the", "The default value of the argument is"):
+        body = {"prompt": prompt, "max_new_tokens": 40, "stop_at_eos": False}
+        with httpx.Client(headers=AUTH, timeout=60) as client:
+            response = client.post(f"{lm_server.url}/v1/generate", json=body)
+        events = parse_sse(response.text)
+        tokens = [data["token_id"] for event, data in events if event == "token"]
+        ids = torch.tensor([tiny_lm.extra["tokenizer"](prompt)["input_ids"]])
+        alone, _ = greedy_generate(tiny_lm.module, ids, 40, stop_at_eos=False)
+        assert tokens == alone[0].tolist()
+        assert events[-1] == ("done", {"finish_reason": "length", "tokens": 40})
 
 
 def test_kv_cache_full_is_a_503_with_retry_after_and_bad_requests_422(lm_server):
