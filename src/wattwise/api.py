@@ -291,8 +291,9 @@ def generate(
     """Greedy continuation of `prompt`; returns `wattwise.models.generation.GenerationResult`.
 
     `draft`: a causal-LM spec, "auto" to build one from `model` (keep 2 layers, distil,
-    int8: `wattwise.compress.draft`), "lookup" to build a lookup draft from it (n-gram tables
-    of its own next tokens + prompt lookup, no network: `wattwise.compress.lookup_draft`) or
+    int8: `wattwise.compress.draft`), "lookup" for a lookup draft of it (n-gram tables of
+    its own next tokens + prompt lookup, no network: `wattwise.compress.lookup_draft`; built
+    on first use, then cached per model weights) or
     a saved lookup draft's directory; the target alone is run too for the speed-up.
     `compiled`: decode with transformers' static KV cache and a compiled forward; compiling
     takes seconds once per process and cache length (`result.compile_s`), so it pays for long
@@ -304,7 +305,7 @@ def generate(
     import torch
 
     from wattwise.compress.draft import build_draft
-    from wattwise.compress.lookup_draft import build_lookup_draft
+    from wattwise.compress.lookup_draft import cached_lookup_draft
     from wattwise.models.generation import GenerationResult, greedy_generate, require_causal_lm
     from wattwise.models.lookup_draft import is_lookup_draft, load_lookup_draft
 
@@ -321,7 +322,7 @@ def generate(
         helper = build_draft(loaded, show_progress=show_progress)
         helper_name, helper = helper.name, helper.module
     elif draft == "lookup":
-        helper = build_lookup_draft(loaded, show_progress=show_progress)
+        helper = cached_lookup_draft(loaded, show_progress=show_progress)
         helper_name = helper.description
     elif draft and is_lookup_draft(draft):
         helper = load_lookup_draft(draft)

@@ -119,3 +119,26 @@ def test_generate_cli_with_a_lookup_draft(tiny_lm, tmp_path):  # noqa: F811 - tr
         "--draft", str(tmp_path / "saved"), in_process=True,
     )  # fmt: skip
     assert again["token_ids"] == result["token_ids"] and str(tmp_path) in again["draft"]
+
+
+def test_lookup_drafts_are_cached_per_model_weights(tiny_lm, tmp_path, monkeypatch):  # noqa: F811
+    import copy
+
+    from wattwise.compress import lookup_draft as builder
+
+    monkeypatch.setenv("WATTWISE_CACHE", str(tmp_path))
+    built = []
+    real_build = builder.build_lookup_draft
+    monkeypatch.setattr(
+        builder, "build_lookup_draft",
+        lambda target, **kw: built.append(target) or real_build(target, seconds=2.0),
+    )  # fmt: skip
+    first = builder.cached_lookup_draft(tiny_lm)
+    again = builder.cached_lookup_draft(tiny_lm)
+    assert len(built) == 1 and again.tables == first.tables
+    changed = copy.copy(tiny_lm)
+    changed.module = copy.deepcopy(tiny_lm.module)
+    with torch.no_grad():
+        next(changed.module.parameters()).add_(1.0)
+    builder.cached_lookup_draft(changed)
+    assert len(built) == 2  # other weights: another draft

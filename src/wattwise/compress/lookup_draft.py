@@ -16,12 +16,13 @@ Each context keeps its most frequent next token. Counting is Python dictionaries
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter, defaultdict
 
 import torch
 
-from wattwise.errors import ConfigError
+from wattwise.errors import ConfigError, WattwiseError
 from wattwise.models.lookup_draft import LookupDraft
 from wattwise.models.registry import LoadedModel
 from wattwise.progress import progress_bar
@@ -87,6 +88,44 @@ def build_lookup_draft(
         "build_s": round(elapsed, 2),
     }
     return draft
+
+
+def cached_lookup_draft(target: LoadedModel, show_progress: bool = False) -> LookupDraft:
+    """`build_lookup_draft(target)` once per model weights: saved in the cache directory
+    (`$WATTWISE_CACHE/lookup-drafts/`, keyed by a hash of the weights) and loaded from there
+    afterwards, so `generate --draft lookup` pays the build only on first use."""
+    from wattwise.models.lookup_draft import is_lookup_draft, load_lookup_draft
+    from wattwise.paths import cache_dir
+
+    directory = cache_dir() / "lookup-drafts" / f"v1-{weights_digest(target.module)[:20]}"
+    if is_lookup_draft(directory):
+        return load_lookup_draft(directory)
+    draft = build_lookup_draft(target, show_progress=show_progress)
+    with contextlib.suppress(OSError, WattwiseError):  # a read-only cache: still serve this call
+        draft.save(directory)
+    return draft
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's state (names and values; quantized tensors by their integers)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+
+    def add(value) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.int_repr() if value.is_quantized else value
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                add(item)
+        else:
+            digest.update(repr(value).encode())
+
+    for name, value in module.state_dict().items():
+        digest.update(name.encode())
+        add(value)
+    return digest.hexdigest()
 
 
 def _count_teacher_forced(
