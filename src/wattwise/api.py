@@ -287,6 +287,7 @@ def generate(
     kv_cache: bool = True,
     show_progress: bool = False,
     compiled: bool = False,
+    ignore_eos: bool = False,
 ):
     """Greedy continuation of `prompt`; returns `wattwise.models.generation.GenerationResult`.
 
@@ -297,7 +298,8 @@ def generate(
     a saved lookup draft's directory; the target alone is run too for the speed-up.
     `compiled`: decode with transformers' static KV cache and a compiled forward; compiling
     takes seconds once per process and cache length (`result.compile_s`), so it pays for long
-    outputs and repeated calls.
+    outputs and repeated calls. `ignore_eos`: exactly `max_new_tokens` tokens, the end-of-text
+    token never chosen (for timing: a short answer says little about speed).
     Example:
         r = wattwise.api.generate("tiny-lm", "Return the", 32, draft="auto")
         print(r.text, r.tokens_per_s, r.acceptance_rate, r.speedup)
@@ -331,8 +333,12 @@ def generate(
         opened = open_model(draft)
         require_causal_lm(opened, "draft")
         helper_name, helper = opened.name, opened.module
+    stop_at_eos = not ignore_eos
+    if helper is not None:  # both sides warm before either is timed (first calls allocate)
+        greedy_generate(target, input_ids, 2, kv_cache, helper, stop_at_eos=False)
+        greedy_generate(target, input_ids, 2, kv_cache, stop_at_eos=False)
     tokens, stats = greedy_generate(
-        target, input_ids, max_new_tokens, kv_cache, helper, compiled=compiled
+        target, input_ids, max_new_tokens, kv_cache, helper, stop_at_eos, compiled=compiled
     )
     gaps = sorted(stats.token_times_ms)
     result = GenerationResult(
@@ -350,7 +356,9 @@ def generate(
         compile_s=stats.compile_s,
     )
     if helper is not None:
-        alone, alone_stats = greedy_generate(target, input_ids, max_new_tokens, kv_cache)
+        alone, alone_stats = greedy_generate(
+            target, input_ids, max_new_tokens, kv_cache, stop_at_eos=stop_at_eos
+        )
         result.draft = helper_name
         result.acceptance_rate = stats.acceptance_rate
         result.target_alone_tokens_per_s = alone_stats.tokens_per_s

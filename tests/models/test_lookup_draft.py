@@ -109,14 +109,14 @@ def test_generate_cli_with_a_lookup_draft(tiny_lm, tmp_path):  # noqa: F811 - tr
 
     result = run_json(
         "generate", "tiny-lm", "--prompt", "Return the", "--max-new-tokens", "12",
-        "--draft", "lookup", in_process=True,
+        "--draft", "lookup", "--ignore-eos", in_process=True,
     )  # fmt: skip
-    assert result["identical_to_target"] is True
+    assert result["identical_to_target"] is True and result["new_tokens"] == 12
     assert "lookup draft" in result["draft"] and result["speedup"] > 0
     build_lookup_draft(tiny_lm, seconds=2.0).save(tmp_path / "saved")
     again = run_json(
         "generate", "tiny-lm", "--prompt", "Return the", "--max-new-tokens", "12",
-        "--draft", str(tmp_path / "saved"), in_process=True,
+        "--draft", str(tmp_path / "saved"), "--ignore-eos", in_process=True,
     )  # fmt: skip
     assert again["token_ids"] == result["token_ids"] and str(tmp_path) in again["draft"]
 

@@ -31,6 +31,11 @@ def generate(
         help="Compile the decode step (transformers' static KV cache + torch.compile): "
         "seconds to compile once, then faster tokens; pays for long outputs.",
     ),
+    ignore_eos: bool = typer.Option(
+        False,
+        "--ignore-eos",
+        help="Generate exactly --max-new-tokens tokens, never stopping at end-of-text (timing).",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Continue PROMPT greedily with MODEL (KV cache on); with --draft, by speculative decoding."""
@@ -44,6 +49,7 @@ def generate(
         kv_cache=not no_kv_cache,
         show_progress=not as_json,
         compiled=compile_decode,
+        ignore_eos=ignore_eos,
     )
     if as_json:
         print_json(result.to_dict())
