@@ -126,9 +126,14 @@ def test_generate_with_a_served_lookup_draft_streams_the_same_tokens(tiny_lm, tm
             service.close()
         events = parse_sse(response.text)
         streamed.append([data["token_id"] for event, data in events if event == "token"])
-        assert events[-1] == ("done", {"finish_reason": "length", "tokens": 40})
+        done = events[-1][1]
+        assert events[-1][0] == "done" and (done["finish_reason"], done["tokens"]) == ("length", 40)
         if draft:
             assert service.engine.speculative_rounds > 0
+            assert 0 <= done["accepted_tokens"] <= done["drafted_tokens"]
+            assert done["drafted_tokens"] > 0
+        else:
+            assert "drafted_tokens" not in done
     assert len(streamed[0]) == 40 and streamed[0] == streamed[1]
     with pytest.raises(ConfigError, match="not a saved lookup draft"):
         ServeSettings.from_options("tiny-lm", draft=str(tmp_path)).checked()

@@ -120,7 +120,20 @@ def test_a_request_alone_with_the_served_draft_streams_the_targets_tokens(lm_ser
         ids = torch.tensor([tiny_lm.extra["tokenizer"](prompt)["input_ids"]])
         alone, _ = greedy_generate(tiny_lm.module, ids, 40, stop_at_eos=False)
         assert tokens == alone[0].tolist()
-        assert events[-1] == ("done", {"finish_reason": "length", "tokens": 40})
+        done = events[-1][1]
+        assert events[-1][0] == "done" and (done["finish_reason"], done["tokens"]) == ("length", 40)
+        assert 0 <= done["accepted_tokens"] <= done["drafted_tokens"] and done["drafted_tokens"]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with httpx.Client(headers=AUTH, timeout=30) as client:
+        text = client.get(f"{lm_server.url}/metrics").text
+    counters = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    drafted = counters["wattwise_drafted_tokens_total"]
+    assert drafted > 0 and 0 <= counters["wattwise_accepted_draft_tokens_total"] <= drafted
 
 
 def test_kv_cache_full_is_a_503_with_retry_after_and_bad_requests_422(lm_server):

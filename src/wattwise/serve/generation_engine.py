@@ -47,6 +47,8 @@ class GenerationStream:
         stop_at_eos: False generates exactly max_new_tokens, never choosing the end-of-text
             token (as `generate` with `min_new_tokens`; load tests that need the output lengths
             they asked for).
+        drafted_tokens / accepted_tokens: tokens a served lookup draft proposed for this
+            request, and how many of them the model agreed with.
     """
 
     request_id: int
@@ -60,6 +62,8 @@ class GenerationStream:
     finished: bool = False
     cancelled: bool = False
     finish_reason: str = ""
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     def cancel(self) -> None:
@@ -232,6 +236,8 @@ class ContinuousBatcher:
         self.speculative_rounds += 1
         self.drafted_tokens += len(proposal)
         self.accepted_tokens += agreed
+        stream.drafted_tokens += len(proposal)
+        stream.accepted_tokens += agreed
         for token in [*proposal[:agreed], predicted[agreed]]:
             self._emit(stream, token)
             if stream.finish_reason:

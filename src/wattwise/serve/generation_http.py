@@ -1,7 +1,7 @@
 """`POST /v1/generate`: tokens streamed as server-sent events from the continuous batcher.
 
 Events: `token` ({"token_id", "text", "index"}) per token, then `done` ({"finish_reason",
-"tokens"}), or `error` ({"detail"}) when the stream is cut (the decode loop died, the upstream
+"tokens"}, plus "drafted_tokens" and "accepted_tokens" when a lookup draft is served), or `error` ({"detail"}) when the stream is cut (the decode loop died, the upstream
 replica died): a stream never just stops. A full KV cache answers 503 with Retry-After before
 anything is streamed. A client that disconnects cancels its request: it leaves the batch at the
 next decode step and frees its KV reservation.
@@ -95,7 +95,13 @@ async def event_batches(
             if stream.finished:
                 kind = "done" if stream.finish_reason in FINISHED_NORMALLY else "error"
                 key = "finish_reason" if kind == "done" else "detail"
-                ready.append((kind, {key: stream.finish_reason, "tokens": sent}))
+                final = {key: stream.finish_reason, "tokens": sent}
+                if service.engine.draft is not None:
+                    final.update(
+                        drafted_tokens=stream.drafted_tokens,
+                        accepted_tokens=stream.accepted_tokens,
+                    )
+                ready.append((kind, final))
             if ready:
                 yield ready
             if stream.finished:

@@ -129,6 +129,10 @@ async def relay_stream(opened: OpenedStream, metrics: ServeMetrics) -> AsyncIter
         nonlocal tokens
         opened.ended = opened.ended or any(event in FINAL_EVENTS for event, _ in batch)
         tokens += sum(event == "token" for event, _ in batch)
+        for event, data in batch:
+            if event == "done" and "drafted_tokens" in data:
+                metrics.drafted_tokens += data["drafted_tokens"]
+                metrics.accepted_draft_tokens += data["accepted_tokens"]
         return "".join(sse(event, data) for event, data in batch)
 
     try:

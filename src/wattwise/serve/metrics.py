@@ -73,6 +73,8 @@ class ServeMetrics:
     retries: int = 0
     in_flight: int = 0
     generated_tokens: int = 0  # tokens streamed to /v1/generate clients
+    drafted_tokens: int = 0  # tokens a served lookup draft proposed (`serve --draft`)
+    accepted_draft_tokens: int = 0  # ... of which the model agreed with
     streams_cut: int = 0  # /v1/generate streams ended by an error event after their first token
     # (source, uncertainty %) → [joules, requests]: replicas on other nodes may measure
     # differently, and an estimate must never be summed into a measurement.
@@ -133,6 +135,12 @@ class ServeMetrics:
             "# HELP wattwise_generated_tokens_total Tokens streamed to /v1/generate clients.",
             "# TYPE wattwise_generated_tokens_total counter",
             f"wattwise_generated_tokens_total {self.generated_tokens}",
+            "# HELP wattwise_drafted_tokens_total Tokens a served lookup draft proposed.",
+            "# TYPE wattwise_drafted_tokens_total counter",
+            f"wattwise_drafted_tokens_total {self.drafted_tokens}",
+            "# HELP wattwise_accepted_draft_tokens_total Drafted tokens the model agreed with.",
+            "# TYPE wattwise_accepted_draft_tokens_total counter",
+            f"wattwise_accepted_draft_tokens_total {self.accepted_draft_tokens}",
             "# HELP wattwise_streams_cut_total Generation streams cut after their first token "
             "(replica died): each ended with an error event.",
             "# TYPE wattwise_streams_cut_total counter",
