@@ -1,7 +1,8 @@
 """`optimize MODEL --objective tokens_per_s`: the fastest way to generate with a causal LM.
 
 Candidates are the target decoding with compiled steps (`generate --compile`: transformers'
-static KV cache + torch.compile; same tokens, no variant to save), speculative-decoding drafts
+static KV cache + torch.compile; same tokens, no variant to save), a lookup draft (the target's
+next tokens as n-gram tables + prompt lookup, `compress.lookup_draft`), speculative-decoding drafts
 made from the target (`compress.draft`: keep K of its L layers for K = 1..L-1, distil, with
 and without int8) and the target itself in int8 (which changes its output, so it must hold the
 quality budget). Distillation cannot be
@@ -166,8 +167,9 @@ class DraftSearch:
 
     # -- candidates -----------------------------------------------------------------------------
     def run(self) -> tuple[bool, str]:
-        """Measure compiled decoding first (cheap), then the draft levels (fewest layers
-        first), the int8 target after the first."""
+        """Measure compiled decoding first (cheap), then a lookup draft (seconds to build),
+        then the draft networks by layer count (fewest first), the int8 target after the
+        first of them."""
         keeps = list(range(1, self.layers))
         # "compiled": the target with compiled decode steps; "lookup": a lookup draft (n-gram
         # tables, seconds to build); None: the int8 target.
