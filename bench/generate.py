@@ -9,7 +9,8 @@
    1: a draft network (drop layers + distil + int8, through transformers' assisted generation)
    and a lookup draft (the target's next tokens distilled into n-gram tables + prompt lookup,
    `compress.lookup_draft`); tokens/s ratio against the target alone eager (goal ≥ 1.5x) and
-   compiled, acceptance rate, identical greedy output.
+   compiled, acceptance rate, identical greedy output. Then the serving engine with the lookup
+   draft (`serve --draft`) and without: one request at a time, and on the batching row's load.
 3. Continuous vs static batching in the engine, the same seeded Poisson arrivals with output
    lengths uniform in 16–256: output tokens/s ratio (goal ≥ 2x) and p99 time per token. The
    default load (64 requests at 50/s) keeps the engine saturated: under a light load both
@@ -166,6 +167,29 @@ def served_alone_ratio(loaded, draft, new_tokens: int, prompts: int) -> dict:
     }
 
 
+def served_under_load_ratio(loaded, draft, requests: int, rate: float, batch: int) -> dict:
+    """Continuous batching with the lookup draft (`serve --draft`: every running row drafts)
+    and without, on the batching row's Poisson schedule, alternated over 2 rounds: output
+    tokens/s and per-request time per token."""
+    schedule = poisson_schedule(loaded, requests, rate, seed=0)
+    runs: dict[str, list[dict]] = {"without": [], "with": []}
+    for _ in range(2):
+        runs["without"].append(serve_schedule(loaded, schedule, "continuous", batch))
+        runs["with"].append(serve_schedule(loaded, schedule, "continuous", batch, draft))
+    median = {
+        name: {
+            key: statistics.median(run[key] for run in r)
+            for key in ("output_tokens_per_s", "time_per_token_ms_p50", "time_per_token_ms_p99")
+        }
+        for name, r in runs.items()
+    }
+    return {
+        "without_draft": median["without"],
+        "with_draft": median["with"],
+        "ratio": median["with"]["output_tokens_per_s"] / median["without"]["output_tokens_per_s"],
+    }
+
+
 def _drafted(module, draft, new_tokens: int, prompt):
     return greedy_generate(module, prompt, new_tokens, draft=draft, stop_at_eos=False)
 
@@ -180,9 +204,9 @@ def poisson_schedule(loaded, requests: int, rate_per_s: float, seed: int) -> lis
     return schedule
 
 
-def serve_schedule(loaded, schedule, policy: str, batch: int) -> dict:
+def serve_schedule(loaded, schedule, policy: str, batch: int, draft=None) -> dict:
     eos = loaded.module.lm.generation_config.eos_token_id
-    engine = ContinuousBatcher(loaded.module, batch, 1 << 40, policy, eos_token_id=eos)
+    engine = ContinuousBatcher(loaded.module, batch, 1 << 40, policy, eos_token_id=eos, draft=draft)
     streams, pending, start = [], list(schedule), time.perf_counter()
     while pending or not engine.idle:
         now = time.perf_counter() - start
@@ -309,6 +333,9 @@ def main() -> None:
         }
         results["speculative"]["served_alone"] = served_alone_ratio(
             loaded, lookup, args.new_tokens, args.prompts
+        )
+        results["speculative"]["served_under_load"] = served_under_load_ratio(
+            loaded, lookup, args.requests, args.arrivals_per_s, args.max_batch
         )
         print(json.dumps(results["speculative"]), flush=True)
     if "batching" in parts:

@@ -156,3 +156,65 @@ def test_a_request_running_alone_speculates_with_a_lookup_draft_and_keeps_its_to
     if not stop_at_eos:
         assert engine.speculative_rounds > 0 and engine.drafted_tokens > 0
         assert 0 <= engine.accepted_tokens <= engine.drafted_tokens
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("policy", ["continuous", "static"])
+def test_batched_rows_each_keep_their_own_drafted_tokens(tiny_lm, attention, policy, monkeypatch):  # noqa: F811
+    # Every running row drafts and verifies at once; rows keep different numbers of tokens,
+    # which leaves holes in the shared cache (masked, then packed away). Requests join and
+    # leave meanwhile; each request's tokens stay its own greedy tokens.
+    import copy
+
+    from wattwise.compress.lookup_draft import build_lookup_draft
+    from wattwise.serve import ragged_kv_cache
+
+    # Pack holes away as soon as there are a few: the packing runs many times here.
+    monkeypatch.setattr(ragged_kv_cache, "COMPACT_WIDTH_RATIO", 1.0)
+    monkeypatch.setattr(ragged_kv_cache, "COMPACT_SLACK_COLUMNS", 0)
+    model = tiny_lm.module
+    if attention == "eager":
+        model = copy.deepcopy(tiny_lm.module)
+        model.lm.set_attn_implementation("eager")
+    draft = build_lookup_draft(tiny_lm, seconds=3.0)
+    prompts = [p[0].tolist() for p in tiny_lm.task.prompts(4, 12, "test")]
+    plan = [(prompts[0][:3], 90), (prompts[1][:12], 30), (prompts[2][:5], 70), (prompts[3][:8], 9)]
+    engine = _engine(model, max_batch_size=3, draft=draft, policy=policy)
+    streams = []
+    for prompt, new in plan:
+        streams.append(engine.submit(prompt, new, stop_at_eos=False))
+        for _ in range(3):
+            engine.step()
+    engine.run_until_idle()
+    for (prompt, new), stream in zip(plan, streams, strict=True):
+        alone, _ = greedy_generate(model, torch.tensor([prompt]), new, stop_at_eos=False)
+        assert stream.tokens == alone[0].tolist()
+    assert engine.kv.rows == 0 and engine.drafted_tokens > 0
+
+
+def test_rows_that_keep_fewer_drafted_columns_get_holes_then_are_packed_right_aligned():
+    # Two rows (lengths 2 and 3), a step writes 3 columns and they keep 1 and 3 of them: the
+    # first row has two holes, masked; packing moves each row's kept columns right-aligned.
+    from wattwise.serve.ragged_kv_cache import RaggedKVCache
+
+    def layer(values):  # (1 row, 1 head, columns, width 1), each column holding its value
+        return torch.tensor(values, dtype=torch.float32).reshape(1, 1, -1, 1)
+
+    kv = RaggedKVCache(sdpa_mask=True)
+    kv.add([(layer([1, 2]), layer([1, 2]))])
+    kv.add([(layer([5, 6, 7]), layer([5, 6, 7]))])
+    inputs = kv.decode_inputs(3)
+    assert inputs["position_ids"].tolist() == [[2, 3, 4], [3, 4, 5]]
+    cache = inputs["past_key_values"]
+    cache.layers[0].update(
+        layer([3, 90, 91] * 1).repeat(2, 1, 1, 1), layer([0, 0, 0]).repeat(2, 1, 1, 1)
+    )
+    kv.advance(cache, [1, 3])
+    assert kv.lengths == [3, 6] and kv.columns == 6
+    assert kv.valid.tolist() == [[False, True, True, True, False, False], [True] * 6]
+    mask = kv.decode_inputs(1)["attention_mask"]
+    assert mask.shape == (2, 1, 1, 7) and mask[0, 0, 0].tolist() == [0, 1, 1, 1, 0, 0, 1]
+    kv._compact()
+    assert kv.valid is None and kv.compactions == 1
+    keys = kv.layers[0][0][:, 0, :, 0]
+    assert keys[0, -3:].tolist() == [1, 2, 3] and keys[1].tolist() == [5, 6, 7, 3, 90, 91]

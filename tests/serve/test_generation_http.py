@@ -104,7 +104,7 @@ def test_stream_cut_by_a_replica_kill_ends_with_an_error_event(tiny_lm):  # noqa
 
 
 def test_generate_with_a_served_lookup_draft_streams_the_same_tokens(tiny_lm, tmp_path):  # noqa: F811
-    # `serve --draft DIR`: the service loads the saved draft; a request alone speculates, and
+    # `serve --draft DIR`: the service loads the saved draft; its decode steps speculate, and
     # its streamed tokens equal those served without a draft.
     from wattwise.compress.lookup_draft import build_lookup_draft
     from wattwise.errors import ConfigError

@@ -49,7 +49,7 @@ def lm_server(tiny_lm):  # noqa: F811 - trains tiny-lm once; the replicas load i
 
     os.environ[KEY_ENV] = API_KEY
     ray_temp_dir = tempfile.mkdtemp(prefix="wwg-", dir="/tmp")
-    # A saved lookup draft (`serve --draft`): a request alone in its replica speculates.
+    # A saved lookup draft (`serve --draft`): decode steps draft and verify several tokens.
     draft = Path(tempfile.mkdtemp(prefix="wwg-draft-", dir="/tmp")) / "draft"
     build_lookup_draft(tiny_lm, seconds=3.0).save(draft)
     server = serve(
@@ -105,8 +105,8 @@ def test_streamed_tokens_equal_the_in_process_greedy_output(lm_server):
         assert events[-1][0] == "done" and events[-1][1]["tokens"] == len(tokens)
 
 
-def test_a_request_alone_with_the_served_draft_streams_the_targets_tokens(lm_server, tiny_lm):  # noqa: F811
-    # One request at a time: each runs alone in its replica, so its steps draft and verify.
+def test_requests_with_the_served_draft_stream_the_targets_tokens(lm_server, tiny_lm):  # noqa: F811
+    # One request at a time here; the batched case is covered by the engine tests.
     import torch
 
     from wattwise.models.generation import greedy_generate

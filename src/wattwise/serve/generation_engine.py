@@ -103,8 +103,8 @@ class ContinuousBatcher:
         self.kv_cache_budget_bytes = kv_cache_budget_bytes
         self.policy = policy
         self.eos_token_id = eos_token_id
-        # A lookup draft (`models.lookup_draft`): used while one request runs alone, where a
-        # decode step is pure overhead per token; batched steps decode one token per row.
+        # A lookup draft (`models.lookup_draft`): every running row's step verifies the
+        # tokens it drafts (rows keep different numbers of them: `RaggedKVCache` holes).
         self.draft = draft
         self.speculative_rounds = 0
         self.drafted_tokens = 0
@@ -197,52 +197,50 @@ class ContinuousBatcher:
         return logits.argmax(dim=-1).tolist()
 
     def _decode(self) -> None:
+        """One step for every running row: its next token, or with a draft, its drafted
+        tokens verified at once (the agreeing prefix and the model's own next token kept)."""
+        proposals = [self._proposal(stream) for stream in self.running]
+        width = 1 + max(len(p) for p in proposals)
+        # Rows with shorter proposals are filled with their last token: whatever the filler,
+        # a row keeps only what agrees with the model's own choices.
+        rows = [
+            [s.tokens[-1], *p, *[s.tokens[-1]] * (width - 1 - len(p))]
+            for s, p in zip(self.running, proposals, strict=True)
+        ]
         output = self.lm(
-            input_ids=torch.tensor([[s.tokens[-1]] for s in self.running]),
-            use_cache=True,
-            **self.kv.decode_inputs(),
+            input_ids=torch.tensor(rows), use_cache=True, **self.kv.decode_inputs(width)
         )
-        self.kv.advance(output.past_key_values)
-        tokens = self._greedy(output.logits[:, -1], self.running)
-        for stream, token in zip(self.running, tokens, strict=True):
-            if not stream.finished:  # a static batch's finished rows: computed, discarded
+        logits = output.logits.reshape(len(rows) * width, -1)
+        predicted = self._greedy(logits, [s for s in self.running for _ in range(width)])
+        kept: list[list[int]] = []
+        for row, proposal in enumerate(proposals):
+            chosen = predicted[row * width : (row + 1) * width]
+            agreed = 0
+            while agreed < len(proposal) and proposal[agreed] == chosen[agreed]:
+                agreed += 1
+            kept.append([*proposal[:agreed], chosen[agreed]])
+        self.kv.advance(output.past_key_values, [len(tokens) for tokens in kept])
+        for stream, proposal, tokens in zip(self.running, proposals, kept, strict=True):
+            if proposal:
+                self.speculative_rounds += 1
+                self.drafted_tokens += len(proposal)
+                self.accepted_tokens += len(tokens) - 1
+                stream.drafted_tokens += len(proposal)
+                stream.accepted_tokens += len(tokens) - 1
+            for token in tokens:
+                if stream.finished or stream.finish_reason:
+                    break  # a static batch's finished rows: computed, discarded
                 self._emit(stream, token)
 
-    def _speculate(self) -> bool:
-        """One speculative round for the single running request: the draft proposes tokens,
-        one forward verifies them, the agreeing prefix and the model's own next token are
-        emitted and the rejected columns leave the cache. False when the draft proposed
-        nothing (then a plain decode step runs)."""
-        stream = self.running[0]
+    def _proposal(self, stream: GenerationStream) -> list[int]:
+        """The draft's tokens for a running request ([] without a draft or for a finished
+        row); never more than the request still needs after the model's own next token."""
+        if self.draft is None or stream.finished or stream.finish_reason:
+            return []
         left = stream.max_new_tokens - len(stream.tokens)
-        proposal = self.draft.propose(
+        return self.draft.propose(
             stream.prompt + stream.tokens, min(self.draft.draft_tokens, left - 1)
         )
-        if not proposal or self.kv.lengths[0] != self.kv.columns:  # (no padding: one row)
-            return False
-        inputs = self.kv.decode_inputs()
-        start = self.kv.lengths[0]
-        positions = torch.arange(start, start + len(proposal) + 1)[None]
-        output = self.lm(
-            input_ids=torch.tensor([[stream.tokens[-1], *proposal]]),
-            use_cache=True,
-            **{**inputs, "position_ids": positions},
-        )
-        predicted = self._greedy(output.logits[0], [stream] * (len(proposal) + 1))
-        agreed = 0
-        while agreed < len(proposal) and proposal[agreed] == predicted[agreed]:
-            agreed += 1
-        self.kv.advance(output.past_key_values, kept=agreed + 1)
-        self.speculative_rounds += 1
-        self.drafted_tokens += len(proposal)
-        self.accepted_tokens += agreed
-        stream.drafted_tokens += len(proposal)
-        stream.accepted_tokens += agreed
-        for token in [*proposal[:agreed], predicted[agreed]]:
-            self._emit(stream, token)
-            if stream.finish_reason:
-                break
-        return True
 
     def _retire(self, done: list[GenerationStream]) -> None:
         """End finished or cancelled requests; take them out of the batch and its cache, or
@@ -264,8 +262,7 @@ class ContinuousBatcher:
             self._admit()
             self._retire([s for s in self.running if s.cancelled or s.finish_reason])
             ran = len(self.running)
-            alone = ran == 1 and self.draft is not None and not self.running[0].finished
-            if ran and not (alone and self._speculate()):
+            if ran:
                 self._decode()
             self._retire([s for s in self.running if s.finish_reason])
         return ran

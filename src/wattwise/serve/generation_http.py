@@ -161,7 +161,7 @@ def generation_service(
     draft: str | None = None,
 ) -> GenerationService:
     """A running continuous batcher for a loaded causal LM (ConfigError for any other model);
-    `draft`: a saved lookup draft's directory, used while one request runs alone."""
+    `draft`: a saved lookup draft's directory (speculative decode steps)."""
     from wattwise.models.generation import require_causal_lm
     from wattwise.models.lookup_draft import load_lookup_draft
 

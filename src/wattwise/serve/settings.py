@@ -72,8 +72,8 @@ class ServeSettings:
         kv_cache_budget_bytes: KV-cache memory each replica reserves for `/v1/generate`
             requests at most (causal LMs); a request that does not fit gets 503.
         draft: a saved lookup draft's directory (`models.lookup_draft`, from `optimize
-            --objective tokens_per_s`): while one `/v1/generate` request runs alone in a
-            replica, its steps draft and verify several tokens (greedy output unchanged).
+            --objective tokens_per_s`): each decode step drafts and verifies several tokens
+            per running `/v1/generate` request (greedy output unchanged).
         trust_code: allow a variant built from a module:factory to import that code.
     """
 
@@ -136,7 +136,7 @@ class ServeSettings:
         64 * 2**20, "Causal LMs: KV-cache bytes per replica; beyond it /v1/generate gets 503."
     )
     draft: str | None = serve_flag(
-        None, "Causal LMs: a saved lookup draft dir; a request running alone speculates."
+        None, "Causal LMs: a saved lookup draft dir; decode steps draft and verify tokens."
     )
     trust_code: bool = False
 
