@@ -144,14 +144,18 @@ def speculative_ratio(loaded, drafts: dict, new_tokens: int, prompts: int) -> di
 def served_alone_ratio(loaded, draft, new_tokens: int, prompts: int) -> dict:
     """The serving engine (`ContinuousBatcher`) with one request at a time, with the lookup
     draft (`serve --draft`) and without, alternated per prompt: tokens/s and identical
-    tokens. Under load the engine batches instead and the draft is not used."""
+    tokens. One engine per side serves every prompt, as a server keeps it (the draft's
+    controller learns across requests)."""
     eos = loaded.module.lm.generation_config.eos_token_id
     rates: dict[str, list[float]] = {"without": [], "with": []}
     identical = True
+    engines = {
+        name: ContinuousBatcher(loaded.module, 8, eos_token_id=eos, draft=helper)
+        for name, helper in (("without", None), ("with", draft))
+    }
     for prompt in loaded.task.prompts(prompts, 16):
         tokens = {}
-        for name, helper in (("without", None), ("with", draft)):
-            engine = ContinuousBatcher(loaded.module, 8, eos_token_id=eos, draft=helper)
+        for name, engine in engines.items():
             started = time.perf_counter()
             stream = engine.submit(prompt[0].tolist(), new_tokens, stop_at_eos=False)
             engine.run_until_idle()

@@ -28,6 +28,7 @@ import torch
 
 from wattwise.errors import ConfigError, WattwiseError
 from wattwise.measure.generation import kv_cache_bytes
+from wattwise.serve.draft_control import DraftController
 from wattwise.serve.ragged_kv_cache import RaggedKVCache
 
 
@@ -103,9 +104,11 @@ class ContinuousBatcher:
         self.kv_cache_budget_bytes = kv_cache_budget_bytes
         self.policy = policy
         self.eos_token_id = eos_token_id
-        # A lookup draft (`models.lookup_draft`): every running row's step verifies the
-        # tokens it drafts (rows keep different numbers of them: `RaggedKVCache` holes).
+        # A lookup draft (`models.lookup_draft`): a drafted step verifies every running row's
+        # drafted tokens (rows keep different numbers of them: `RaggedKVCache` holes); the
+        # controller drafts where it measured that drafting delivers more tokens per second.
         self.draft = draft
+        self.draft_control = DraftController()
         self.speculative_rounds = 0
         self.drafted_tokens = 0
         self.accepted_tokens = 0
@@ -199,7 +202,9 @@ class ContinuousBatcher:
     def _decode(self) -> None:
         """One step for every running row: its next token, or with a draft, its drafted
         tokens verified at once (the agreeing prefix and the model's own next token kept)."""
-        proposals = [self._proposal(stream) for stream in self.running]
+        started = time.perf_counter()
+        drafting = self.draft is not None and self.draft_control.choose(len(self.running))
+        proposals = [self._proposal(stream) if drafting else [] for stream in self.running]
         width = 1 + max(len(p) for p in proposals)
         # Rows with shorter proposals are filled with their last token: whatever the filler,
         # a row keeps only what agrees with the model's own choices.
@@ -220,6 +225,10 @@ class ContinuousBatcher:
                 agreed += 1
             kept.append([*proposal[:agreed], chosen[agreed]])
         self.kv.advance(output.past_key_values, [len(tokens) for tokens in kept])
+        if self.draft is not None:
+            self.draft_control.record(
+                len(rows), drafting, sum(map(len, kept)), time.perf_counter() - started
+            )
         for stream, proposal, tokens in zip(self.running, proposals, kept, strict=True):
             if proposal:
                 self.speculative_rounds += 1
