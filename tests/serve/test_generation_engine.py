@@ -20,6 +20,13 @@ def _engine(model, **options) -> ContinuousBatcher:
     return ContinuousBatcher(model, eos_token_id=model.lm.generation_config.eos_token_id, **options)
 
 
+def _assert_each_gets_its_greedy_tokens(model, plan, streams, stop_at_eos: bool = False) -> None:
+    """Every stream's tokens equal `greedy_generate` of its (prompt, new tokens) alone."""
+    for (prompt, new), stream in zip(plan, streams, strict=True):
+        alone, _ = greedy_generate(model, torch.tensor([prompt]), new, stop_at_eos=stop_at_eos)
+        assert stream.tokens == alone[0].tolist()
+
+
 def _finish_order(engine, long_prompt, short_prompt):
     finished = []
     long = engine.submit(long_prompt, 40, stop_at_eos=False)
@@ -52,9 +59,7 @@ def test_batched_decoding_gives_each_request_its_own_greedy_tokens(tiny_lm):  # 
     engine = _engine(tiny_lm.module, max_batch_size=3)
     streams = [engine.submit(prompt, 16, stop_at_eos=False) for prompt in prompts]
     engine.run_until_idle()
-    for prompt, stream in zip(prompts, streams, strict=True):
-        alone, _ = greedy_generate(tiny_lm.module, torch.tensor([prompt]), 16, stop_at_eos=False)
-        assert stream.tokens == alone[0].tolist()
+    _assert_each_gets_its_greedy_tokens(tiny_lm.module, [(p, 16) for p in prompts], streams)
 
 
 def test_kv_budget_refuses_a_request_that_does_not_fit(tiny_lm):  # noqa: F811
@@ -92,9 +97,7 @@ def test_requests_joining_and_leaving_a_running_batch_keep_their_greedy_tokens(t
             engine.step()
     engine.run_until_idle()
     assert engine.kv.rows == 0
-    for (prompt, new), stream in zip(plan, streams, strict=True):
-        alone, _ = greedy_generate(tiny_lm.module, torch.tensor([prompt]), new, stop_at_eos=False)
-        assert stream.tokens == alone[0].tolist()
+    _assert_each_gets_its_greedy_tokens(tiny_lm.module, plan, streams)
 
 
 def test_tokens_stay_exact_when_the_cache_outgrows_its_preallocated_columns(tiny_lm):  # noqa: F811
@@ -106,9 +109,7 @@ def test_tokens_stay_exact_when_the_cache_outgrows_its_preallocated_columns(tiny
     engine = _engine(tiny_lm.module, max_batch_size=2)
     streams = [engine.submit(prompt, new, stop_at_eos=False) for prompt, new in plan]
     engine.run_until_idle()
-    for (prompt, new), stream in zip(plan, streams, strict=True):
-        alone, _ = greedy_generate(tiny_lm.module, torch.tensor([prompt]), new, stop_at_eos=False)
-        assert stream.tokens == alone[0].tolist()
+    _assert_each_gets_its_greedy_tokens(tiny_lm.module, plan, streams)
 
 
 def test_eager_attention_models_get_the_two_dimensional_padding_mask(tiny_lm):  # noqa: F811
@@ -123,9 +124,7 @@ def test_eager_attention_models_get_the_two_dimensional_padding_mask(tiny_lm):  
     assert not engine.kv.sdpa_mask
     streams = [engine.submit(prompt, 6, stop_at_eos=False) for prompt in prompts]
     engine.run_until_idle()
-    for prompt, stream in zip(prompts, streams, strict=True):
-        alone, _ = greedy_generate(model, torch.tensor([prompt]), 6, stop_at_eos=False)
-        assert stream.tokens == alone[0].tolist()
+    _assert_each_gets_its_greedy_tokens(model, [(p, 6) for p in prompts], streams)
 
 
 @pytest.mark.parametrize("stop_at_eos", [False, True])
@@ -148,11 +147,7 @@ def test_a_request_running_alone_speculates_with_a_lookup_draft_and_keeps_its_to
         engine.step()
     streams = [first] + [engine.submit(p, n, stop_at_eos=stop_at_eos) for p, n in plan[1:]]
     engine.run_until_idle()
-    for (prompt, new), stream in zip(plan, streams, strict=True):
-        alone, _ = greedy_generate(
-            tiny_lm.module, torch.tensor([prompt]), new, stop_at_eos=stop_at_eos
-        )
-        assert stream.tokens == alone[0].tolist()
+    _assert_each_gets_its_greedy_tokens(tiny_lm.module, plan, streams, stop_at_eos)
     if not stop_at_eos:
         assert engine.speculative_rounds > 0 and engine.drafted_tokens > 0
         assert 0 <= engine.accepted_tokens <= engine.drafted_tokens
@@ -186,9 +181,7 @@ def test_batched_rows_each_keep_their_own_drafted_tokens(tiny_lm, attention, pol
         for _ in range(3):
             engine.step()
     engine.run_until_idle()
-    for (prompt, new), stream in zip(plan, streams, strict=True):
-        alone, _ = greedy_generate(model, torch.tensor([prompt]), new, stop_at_eos=False)
-        assert stream.tokens == alone[0].tolist()
+    _assert_each_gets_its_greedy_tokens(model, plan, streams)
     assert engine.kv.rows == 0 and engine.drafted_tokens > 0
 
 

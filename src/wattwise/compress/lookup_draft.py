@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 import torch
 
 from wattwise.errors import ConfigError, WattwiseError
+from wattwise.models.causal_lm import context_tokens
 from wattwise.models.lookup_draft import LookupDraft
 from wattwise.models.registry import LoadedModel
 from wattwise.progress import progress_bar
@@ -32,6 +33,8 @@ BATCH_BLOCKS = 32
 CONTINUATION_PROMPTS = 200
 CONTINUATION_PROMPT_TOKENS = 16
 CONTINUATION_TOKENS = 128
+# Tokens read per sequence when the model's config names no context length.
+DEFAULT_CONTEXT_TOKENS = 4096
 # Seconds for both passes together by default: the teacher-forced pass stops at half of them.
 DEFAULT_SECONDS = 30.0
 
@@ -61,7 +64,7 @@ def build_lookup_draft(
         raise ConfigError(f"a lookup draft's order must be at least 1, got {order}")
     started = time.perf_counter()
     lm = target.module.lm.eval()
-    positions = _max_positions(lm)
+    positions = context_tokens(lm) or DEFAULT_CONTEXT_TOKENS
     blocks = blocks[:, :positions]
     teacher: Counts = [defaultdict(Counter) for _ in range(order)]
     teacher_tokens = _count_teacher_forced(
@@ -72,10 +75,9 @@ def build_lookup_draft(
     own_tokens = _count_continuations(
         target, draft, own, started + seconds, show_progress, positions
     )
-    tables = _most_frequent(teacher)
+    tables = draft.tables  # the teacher-forced tables, completed in place
     for table, own_table in zip(tables, _most_frequent(own), strict=True):
         table.update(own_table)
-    draft.tables = tables
     elapsed = time.perf_counter() - started
     draft.description = (
         f"lookup draft: {sum(map(len, tables)):,} contexts of 1-{order} tokens distilled from "
@@ -172,15 +174,6 @@ def _count_continuations(
             counted += new.shape[1]
             bar.advance()
     return counted
-
-
-def _max_positions(lm) -> int:
-    """The longest sequence the model reads (its position embeddings), or a block of 4,096."""
-    config = lm.config.get_text_config()
-    for name in ("n_positions", "max_position_embeddings"):
-        if isinstance(getattr(config, name, None), int):
-            return getattr(config, name)
-    return 4096
 
 
 def _count_row(row: list[int], next_tokens: list[int], start: int, counts: Counts) -> None:

@@ -60,6 +60,17 @@ def conv1d_to_linear(model: nn.Module) -> int:
     return replaced
 
 
+def context_tokens(lm: nn.Module) -> int | None:
+    """The longest sequence a Hugging Face causal LM reads (its position embeddings, from
+    `n_positions` or `max_position_embeddings`), or None when its config names neither."""
+    config = lm.config.get_text_config()
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def is_causal_lm_directory(directory: Path) -> bool:
     """Whether a Hugging Face directory's config names a causal-LM architecture."""
     try:

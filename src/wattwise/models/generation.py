@@ -133,7 +133,8 @@ def greedy_generate(
     `model`/`draft` are `CausalLM` wrappers (their `.lm` generates). With a draft, transformers'
     assisted generation drafts tokens and the target verifies them: greedy output is the
     target's own. A `LookupDraft` (n-gram tables, no network) drafts through
-    `models.speculative.lookup_generate` instead. `stop_at_eos=False` forces exactly `max_new_tokens` (benchmarks).
+    `models.speculative.lookup_generate` instead. `stop_at_eos=False` forces exactly
+    `max_new_tokens` (benchmarks).
     `compiled=True` decodes with transformers' static KV cache and compiled forward
     (torch.compile); the first call per cache length compiles, in an untimed warm-up reported
     as `stats.compile_s`. Greedy output is the same tokens.

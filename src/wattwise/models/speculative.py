@@ -98,11 +98,7 @@ def lookup_generate(
             forwards += 1
             if suppressed:
                 logits[:, suppressed] = float("-inf")
-            predicted = logits[-len(proposal) - 1 :].argmax(-1).tolist()
-            agreed = 0
-            while agreed < len(proposal) and proposal[agreed] == predicted[agreed]:
-                agreed += 1
-            kept = [*proposal[:agreed], predicted[agreed]]
+            kept = verified_tokens(proposal, logits[-len(proposal) - 1 :].argmax(-1).tolist())
             if stop_at_eos:
                 ended = [i for i, token in enumerate(kept) if token in ends]
                 if ended:
@@ -121,6 +117,16 @@ def lookup_generate(
     ttft_ms = (arrivals[0][0] - started) * 1000
     stats = DecodeStats(len(new), seconds, ttft_ms, token_gaps(arrivals), forwards, drafted)
     return torch.tensor([new], dtype=input_ids.dtype), stats
+
+
+def verified_tokens(proposal: list[int], predicted: list[int]) -> list[int]:
+    """What a verification forward keeps: the drafted tokens up to the first one the model
+    did not choose itself, then the model's own token there (`predicted[i]`: its choice after
+    the prefix and `proposal[:i]`)."""
+    agreed = 0
+    while agreed < len(proposal) and proposal[agreed] == predicted[agreed]:
+        agreed += 1
+    return [*proposal[:agreed], predicted[agreed]]
 
 
 def _keep_cached(cache, length: int) -> None:

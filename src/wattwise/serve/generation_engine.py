@@ -28,6 +28,8 @@ import torch
 
 from wattwise.errors import ConfigError, WattwiseError
 from wattwise.measure.generation import kv_cache_bytes
+from wattwise.models.causal_lm import context_tokens
+from wattwise.models.speculative import verified_tokens
 from wattwise.serve.draft_control import DraftController
 from wattwise.serve.ragged_kv_cache import RaggedKVCache
 
@@ -113,9 +115,7 @@ class ContinuousBatcher:
         self.drafted_tokens = 0
         self.accepted_tokens = 0
         self.bytes_per_token = kv_cache_bytes(self.lm, 1, 1)
-        self.max_positions = getattr(self.lm.config, "n_positions", None) or getattr(
-            self.lm.config, "max_position_embeddings", 1 << 30
-        )
+        self.max_positions = context_tokens(self.lm) or 1 << 30
         self._sdpa = getattr(self.lm.config, "_attn_implementation", "") == "sdpa"
         self.waiting: deque[GenerationStream] = deque()
         self.running: list[GenerationStream] = []  # row r of `self.kv` is running[r]
@@ -217,13 +217,10 @@ class ContinuousBatcher:
         )
         logits = output.logits.reshape(len(rows) * width, -1)
         predicted = self._greedy(logits, [s for s in self.running for _ in range(width)])
-        kept: list[list[int]] = []
-        for row, proposal in enumerate(proposals):
-            chosen = predicted[row * width : (row + 1) * width]
-            agreed = 0
-            while agreed < len(proposal) and proposal[agreed] == chosen[agreed]:
-                agreed += 1
-            kept.append([*proposal[:agreed], chosen[agreed]])
+        kept = [
+            verified_tokens(proposal, predicted[row * width : (row + 1) * width])
+            for row, proposal in enumerate(proposals)
+        ]
         self.kv.advance(output.past_key_values, [len(tokens) for tokens in kept])
         if self.draft is not None:
             self.draft_control.record(

@@ -132,10 +132,10 @@ class RaggedKVCache:
         )
         return {**inputs, "attention_mask": mask}
 
-    def advance(self, grown, kept: int | list[int] = 1) -> None:
+    def advance(self, grown, kept: list[int]) -> None:
         """Take the cache a step returned: every row got one more column, or (a speculative
-        step) several, of which row r keeps the first `kept[r]` (an int: all rows alike)."""
-        per_row = [kept] * self.rows if isinstance(kept, int) else list(kept)
+        step) several, of which row r keeps the first `kept[r]`."""
+        per_row = list(kept)
         widest = max(per_row)
         for layer in grown.layers:
             if isinstance(layer, _PreallocatedLayer):

@@ -126,10 +126,9 @@ def _with_generation(loaded: LoadedModel, signature: ModelSignature) -> ModelSig
     tokenizer = loaded.extra.get("tokenizer")
     if not is_causal_lm(loaded) or tokenizer is None:
         return signature
-    config = loaded.module.lm.config
-    context = getattr(config, "n_positions", None) or getattr(
-        config, "max_position_embeddings", None
-    )
+    from wattwise.models.causal_lm import context_tokens  # (causal LMs only: kept off start-up)
+
+    context = context_tokens(loaded.module.lm)
     prompt_ids = torch.as_tensor(signature.example).reshape(-1)[:EXAMPLE_PROMPT_TOKENS]
     prompt = tokenizer.decode(prompt_ids.tolist(), skip_special_tokens=True).strip() or "The"
     return dataclasses.replace(
