@@ -27,6 +27,18 @@ def _assert_each_gets_its_greedy_tokens(model, plan, streams, stop_at_eos: bool 
         assert stream.tokens == alone[0].tolist()
 
 
+def _submit_staggered(engine, plan, steps_between: int) -> list:
+    """Submit each (prompt, new tokens) after `steps_between` steps of the ones before it (so
+    requests join a running batch), then run until idle; the streams, in plan order."""
+    streams = []
+    for prompt, new in plan:
+        streams.append(engine.submit(prompt, new, stop_at_eos=False))
+        for _ in range(steps_between):
+            engine.step()
+    engine.run_until_idle()
+    return streams
+
+
 def _finish_order(engine, long_prompt, short_prompt):
     finished = []
     long = engine.submit(long_prompt, 40, stop_at_eos=False)
@@ -90,12 +102,7 @@ def test_requests_joining_and_leaving_a_running_batch_keep_their_greedy_tokens(t
     plan = [(prompts[0][:3], 6), (prompts[1][:12], 20), (prompts[2][:2], 9), (prompts[3][:7], 5)]
     engine = _engine(tiny_lm.module, max_batch_size=3)
     assert engine.kv.sdpa_mask  # tiny-lm attends with SDPA: the ready-made 4D mask is used
-    streams = []
-    for prompt, new in plan:
-        streams.append(engine.submit(prompt, new, stop_at_eos=False))
-        for _ in range(2):
-            engine.step()
-    engine.run_until_idle()
+    streams = _submit_staggered(engine, plan, steps_between=2)
     assert engine.kv.rows == 0
     _assert_each_gets_its_greedy_tokens(tiny_lm.module, plan, streams)
 
@@ -175,12 +182,7 @@ def test_batched_rows_each_keep_their_own_drafted_tokens(tiny_lm, attention, pol
     prompts = [p[0].tolist() for p in tiny_lm.task.prompts(4, 12, "test")]
     plan = [(prompts[0][:3], 90), (prompts[1][:12], 30), (prompts[2][:5], 70), (prompts[3][:8], 9)]
     engine = _engine(model, max_batch_size=3, draft=draft, policy=policy)
-    streams = []
-    for prompt, new in plan:
-        streams.append(engine.submit(prompt, new, stop_at_eos=False))
-        for _ in range(3):
-            engine.step()
-    engine.run_until_idle()
+    streams = _submit_staggered(engine, plan, steps_between=3)
     _assert_each_gets_its_greedy_tokens(model, plan, streams)
     assert engine.kv.rows == 0 and engine.drafted_tokens > 0
 
