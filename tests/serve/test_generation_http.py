@@ -51,9 +51,34 @@ def test_generate_streams_tokens_then_done_and_503_when_kv_full(tiny_lm):  # noq
         assert response.status_code == 200
         events = parse_sse(response.text)
         assert [e for e, _ in events] == ["token"] * 6 + ["done"]
-        assert events[-1][1] == {"finish_reason": "length", "tokens": 6}
+        done = events[-1][1]
+        assert done["finish_reason"] == "length" and done["tokens"] == 6
+        assert done["prompt_tokens"] >= 1 and done["prompt_tokens_dropped"] == 0
         assert too_big.status_code == 503 and "KV cache full" in too_big.json()["detail"]
         assert too_big.headers["retry-after"] == "1"
+    finally:
+        service.close()
+
+
+def test_a_prompt_past_the_context_is_refused_or_cut_from_the_front(tiny_lm):  # noqa: F811
+    app, service = _app(tiny_lm, budget_tokens=1 << 20)
+    try:
+        context = service.engine.max_positions
+        prompt = " ".join(["Return the value of the object"] * context)  # far past the context
+        prompt_tokens = len(service.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        new_tokens = context - 4
+        bodies = [
+            {"prompt": prompt, "max_new_tokens": new_tokens},
+            {"prompt": prompt, "max_new_tokens": new_tokens, "truncate_prompt": True},
+        ]
+        refused, cut = asyncio.run(_post_all(app, bodies))
+        assert refused.status_code == 422
+        assert "truncate_prompt" in refused.json()["detail"]
+        assert cut.status_code == 200
+        done = parse_sse(cut.text)[-1]
+        assert done[0] == "done"
+        assert done[1]["prompt_tokens"] == 4
+        assert done[1]["prompt_tokens_dropped"] == prompt_tokens - 4
     finally:
         service.close()
 

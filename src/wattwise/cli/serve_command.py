@@ -225,6 +225,8 @@ def _print_generation(result) -> None:
     )
     errors = ", ".join(f"{k}: {v}" for k, v in result.errors_by_status.items()) or "none"
     table.add_row("errors", errors)
+    if result.truncated_prompts:
+        table.add_row("prompts shortened to fit the context", f"{result.truncated_prompts:,}")
     table.add_row("load generator CPU", f"{result.client_cpu_s:.1f} s")
     console.print(table)
     for note in result.notes:

@@ -52,6 +52,7 @@ class GenerationStream:
             they asked for).
         drafted_tokens / accepted_tokens: tokens a served lookup draft proposed for this
             request, and how many of them the model agreed with.
+        prompt_tokens_dropped: tokens cut from the front of the prompt to fit the context.
     """
 
     request_id: int
@@ -67,6 +68,7 @@ class GenerationStream:
     finish_reason: str = ""
     drafted_tokens: int = 0
     accepted_tokens: int = 0
+    prompt_tokens_dropped: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     def cancel(self) -> None:
@@ -135,7 +137,8 @@ class ContinuousBatcher:
         if len(prompt) + max_new_tokens > self.max_positions:
             raise ConfigError(
                 f"prompt + max_new_tokens = {len(prompt) + max_new_tokens} exceeds the model's "
-                f"{self.max_positions} positions; shorten the prompt or ask for fewer tokens"
+                f"{self.max_positions} positions; shorten the prompt, ask for fewer tokens "
+                'or send "truncate_prompt": true'
             )
         need = self.bytes_per_token * (len(prompt) + max_new_tokens)
         with self._lock:

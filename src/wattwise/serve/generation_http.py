@@ -1,7 +1,7 @@
 """`POST /v1/generate`: tokens streamed as server-sent events from the continuous batcher.
 
 Events: `token` ({"token_id", "text", "index"}) per token, then `done` ({"finish_reason",
-"tokens"}, plus "drafted_tokens" and "accepted_tokens" when a lookup draft is served), or
+"tokens", "prompt_tokens", "prompt_tokens_dropped"}, plus "drafted_tokens" and "accepted_tokens" when a lookup draft is served), or
 `error` ({"detail"}) when the stream is cut (the decode loop died, the upstream replica died):
 a stream never just stops. A full KV cache answers 503 with Retry-After before
 anything is streamed. A client that disconnects cancels its request: it leaves the batch at the
@@ -58,11 +58,20 @@ class GenerationService:
         return self._thread.is_alive()
 
     def submit(
-        self, prompt: str, max_new_tokens: int, stop_at_eos: bool = True
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        stop_at_eos: bool = True,
+        truncate_prompt: bool = False,
     ) -> GenerationStream:
-        """Tokenize and queue; raises KVCacheFullError (→ 503) when it does not fit."""
+        """Tokenize and queue; raises KVCacheFullError (→ 503) when it does not fit.
+        `truncate_prompt` keeps the prompt's last tokens when prompt + max_new_tokens would
+        pass the model's context (else the engine refuses it, → 422)."""
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        stream = self.engine.submit(ids, max_new_tokens, stop_at_eos)
+        room = self.engine.max_positions - max_new_tokens
+        dropped = max(0, len(ids) - room) if truncate_prompt and room >= 1 else 0
+        stream = self.engine.submit(ids[dropped:], max_new_tokens, stop_at_eos)
+        stream.prompt_tokens_dropped = dropped
         self._wake.set()
         return stream
 
@@ -104,6 +113,11 @@ async def event_batches(
                 kind = "done" if stream.finish_reason in FINISHED_NORMALLY else "error"
                 key = "finish_reason" if kind == "done" else "detail"
                 final = {key: stream.finish_reason, "tokens": sent}
+                if kind == "done":
+                    final.update(
+                        prompt_tokens=len(stream.prompt),
+                        prompt_tokens_dropped=stream.prompt_tokens_dropped,
+                    )
                 if service.engine.draft is not None:
                     final.update(
                         drafted_tokens=stream.drafted_tokens,
@@ -152,13 +166,14 @@ def add_generation_routes(app: Any, service: GenerationService) -> None:
         prompt: str = Body(..., embed=True),
         max_new_tokens: int = Body(64, embed=True),
         stop_at_eos: bool = Body(True, embed=True),
+        truncate_prompt: bool = Body(False, embed=True),
     ):
         try:
-            stream = service.submit(prompt, max_new_tokens, stop_at_eos)
+            stream = service.submit(prompt, max_new_tokens, stop_at_eos, truncate_prompt)
         except KVCacheFullError as error:
             return JSONResponse({"detail": str(error)}, 503, headers={"Retry-After": "1"})
         except WattwiseError as error:  # a bad request: empty prompt, too long
-            return JSONResponse({"detail": str(error)}, 400)
+            return JSONResponse({"detail": str(error)}, 422)
         return StreamingResponse(stream_events(service, stream), media_type="text/event-stream")
 
 

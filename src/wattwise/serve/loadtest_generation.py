@@ -8,7 +8,10 @@ docstrings (`tasks.language`, the text tiny-lm never trained on) and its `max_ne
 uniformly from a range, both seeded. A stream counts as ok only if it ends with `done`; an
 `error` event counts as "cut", a stream that just stops as "truncated". Requests ask for
 `stop_at_eos: false` unless told otherwise, so the output lengths are the ones drawn (a small
-model ends most texts early at its end-of-text token; vLLM's benchmark ignores EOS likewise).
+model ends most texts early at its end-of-text token; vLLM's benchmark ignores EOS likewise),
+and `truncate_prompt: true`: the load generator cannot know how many tokens a run of words is
+for the served tokenizer, so a prompt that would not fit the model's context beside its
+`max_new_tokens` loses its first tokens instead of failing (counted in `truncated_prompts`).
 
 Definitions (those of vLLM's serving benchmark): TTFT is from sending the request to its first
 token event; time per output token (TPOT) is a request's (last token − first token) / (tokens −
@@ -19,6 +22,7 @@ wall-clock time (first arrival to last stream end).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import Counter
@@ -55,6 +59,7 @@ class GenerationLoadtestResult:
         errors_by_status: count per HTTP status ("503"), "cut" (an `error` event), "truncated"
             (ended without a final event), "timeout" or a transport error's name.
         output_tokens: tokens received, from every stream.
+        truncated_prompts: ok streams whose prompt the server shortened to fit the context.
         output_tokens_per_s: output_tokens / duration_s.
         ttft_ms_p50, ttft_ms_p95, ttft_ms_p99: time to first token of the ok streams.
         tpot_ms_p50, tpot_ms_p95, tpot_ms_p99: time per output token of the ok streams.
@@ -83,6 +88,7 @@ class GenerationLoadtestResult:
     tpot_ms_p95: float
     tpot_ms_p99: float
     client_cpu_s: float
+    truncated_prompts: int = 0
     error_examples: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -104,6 +110,7 @@ class _Stream:
     token_times_s: list[float] = field(default_factory=list)
     outcome: str = "truncated"  # "ok", an HTTP status, "cut", "timeout", ...
     detail: str = ""
+    prompt_tokens_dropped: int = 0
 
 
 def parse_range(text: str | tuple[int, int], flag: str) -> tuple[int, int]:
@@ -144,6 +151,7 @@ def plan_requests(
             "prompt": " ".join(words[start : start + count]),
             "max_new_tokens": rng.randint(*max_new_tokens_range),
             "stop_at_eos": stop_at_eos,
+            "truncate_prompt": True,
         }
         plan.append((at_s, body))
 
@@ -163,7 +171,12 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict[str, Any], record
                     record.token_times_s.append(time.perf_counter())
                 elif line.startswith("data: ") and event in ("done", "error"):
                     record.outcome = "ok" if event == "done" else "cut"
-                    record.detail = line[len("data: ") :][:300]
+                    data = line[len("data: ") :]
+                    record.detail = data[:300]
+                    if event == "done":
+                        record.prompt_tokens_dropped = json.loads(data).get(
+                            "prompt_tokens_dropped", 0
+                        )
     except httpx.TimeoutException:
         record.outcome = "timeout"
     except httpx.HTTPError as error:
@@ -262,6 +275,7 @@ def run_generation_loadtest(
         tpot_ms_p95=percentile(tpot_ms, 0.95),
         tpot_ms_p99=percentile(tpot_ms, 0.99),
         client_cpu_s=client_cpu_s,
+        truncated_prompts=sum(1 for r in ok if r.prompt_tokens_dropped),
         error_examples=examples,
         notes=client_bound_notes(client_cpu_s, elapsed)
         + ([] if records else ["no request arrived: raise --rate or --duration"]),

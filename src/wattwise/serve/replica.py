@@ -147,7 +147,11 @@ class ModelReplica:
         return results
 
     async def generate(
-        self, prompt: str, max_new_tokens: int, stop_at_eos: bool = True
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        stop_at_eos: bool = True,
+        truncate_prompt: bool = False,
     ) -> AsyncIterator[list[Event]]:
         """One `/v1/generate` request, streamed (`handle.options(stream=True)`): lists of
         (event, data), the first either tokens or one ("rejected", {"status", "detail"}) when
@@ -161,7 +165,7 @@ class ModelReplica:
             yield [("rejected", {"status": 422, "detail": detail})]
             return
         try:
-            stream = self.generation.submit(prompt, max_new_tokens, stop_at_eos)
+            stream = self.generation.submit(prompt, max_new_tokens, stop_at_eos, truncate_prompt)
         except KVCacheFullError as error:
             yield [("rejected", {"status": 503, "detail": str(error)})]
             return

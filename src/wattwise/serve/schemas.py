@@ -123,6 +123,10 @@ class DoneEvent(BaseModel):
 
     finish_reason: str = Field(description='"length" (max_new_tokens reached) or "eos"')
     tokens: int = Field(description="tokens streamed")
+    prompt_tokens: int = Field(description="prompt tokens the model read")
+    prompt_tokens_dropped: int = Field(
+        description="prompt tokens cut from the front to fit the context (truncate_prompt)"
+    )
 
 
 class StreamErrorEvent(BaseModel):
@@ -158,6 +162,14 @@ def generate_request_model(signature: ModelSignature, max_text_chars: int) -> ty
         stop_at_eos=(
             bool,
             Field(True, description="end at the end-of-text token; false: exactly max_new_tokens"),
+        ),
+        truncate_prompt=(
+            bool,
+            Field(
+                False,
+                description="keep only the prompt's last tokens when prompt + max_new_tokens "
+                "would pass the context (false: such a request is refused with 422)",
+            ),
         ),
     )
 
