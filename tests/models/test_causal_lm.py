@@ -25,6 +25,8 @@ def test_tiny_lm_trains_once_then_loads_from_cache(tiny_lm):  # noqa: F811
     assert math.isfinite(quality.metrics["perplexity"])
     assert quality.metrics["perplexity"] < vocabulary / 2
     assert 0 < quality.metrics["next_token_accuracy"] <= 1
+    # Its 95% interval is real (blocks as units), narrower than the value itself.
+    assert 0 < quality.ci95["perplexity"] < quality.metrics["perplexity"]
 
 
 def test_gpt2_conv1d_becomes_linear_with_the_same_logits(tmp_path):

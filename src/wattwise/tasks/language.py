@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import statistics
 from collections.abc import Iterator
 from functools import cache
 
@@ -80,6 +81,14 @@ def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tens
     )
 
 
+def perplexity_ci95(perplexity: float, block_nll: list[float]) -> float:
+    """Half-width of perplexity's 95% interval (delta method, blocks as the sampling units:
+    tokens within a block are not independent); NaN with fewer than 2 blocks."""
+    if len(block_nll) < 2:
+        return float("nan")
+    return perplexity * 1.96 * statistics.stdev(block_nll) / math.sqrt(len(block_nll))
+
+
 class CausalLMTask(Task):
     """Perplexity (lower is better) and next-token accuracy on held-out docstring text.
 
@@ -124,28 +133,26 @@ class CausalLMTask(Task):
     def evaluate(self, forward: Forward, split: str = "test", batch_size: int = 16) -> Quality:
         check_split(split)
         blocks = self.blocks[split][:MAX_EVAL_BLOCKS]
-        total_nll, correct, count = 0.0, 0, 0
+        block_nll, correct, count = [], 0, 0
         with torch.inference_mode():
             for start in range(0, blocks.shape[0], batch_size):
                 ids = blocks[start : start + batch_size]
                 logits = forward(ids).float()
                 predicted, target = logits[:, :-1], ids[:, 1:]
-                total_nll += float(
-                    F.cross_entropy(
-                        predicted.reshape(-1, predicted.shape[-1]),
-                        target.reshape(-1),
-                        reduction="sum",
-                    )
-                )
+                nll = F.cross_entropy(predicted.transpose(1, 2), target, reduction="none")
+                block_nll += nll.mean(dim=1).tolist()
                 correct += int((predicted.argmax(-1) == target).sum())
                 count += target.numel()
         accuracy = correct / max(count, 1)
-        perplexity = math.exp(total_nll / max(count, 1))
+        perplexity = math.exp(sum(block_nll) / max(len(block_nll), 1))
         return Quality(
             {"perplexity": perplexity, "next_token_accuracy": accuracy},
             split,
             count,
-            {"next_token_accuracy": proportion_ci95(accuracy, count)},
+            {
+                "next_token_accuracy": proportion_ci95(accuracy, count),
+                "perplexity": perplexity_ci95(perplexity, block_nll),
+            },
         )
 
     def training_batches(
