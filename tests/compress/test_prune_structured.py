@@ -158,3 +158,34 @@ def test_minilm_prunes_heads_and_mlp_but_keeps_384_wide_embeddings(tmp_path):
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(4), atol=1e-4)
     save_unprofiled(run, steps, tmp_path / "v")
     load_variant(tmp_path / "v", check_outputs=True, trust_code=True)
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_causal_lms_lose_mlp_width_and_keep_their_attention_projections(architecture, tmp_path):
+    # GPT-2's fused c_attn and Llama's grouped q/k/v/o split heads by reshapes torch-pruning
+    # does not see: they stay whole (GPT-2's used to be cut mid-head: an IndexError inside
+    # torch-pruning; Llama's RMSNorm was reported untraceable). The MLP width still shrinks.
+    from tests.models.lm_helpers import write_user_causal_lm
+
+    directory = write_user_causal_lm(tmp_path / architecture, architecture=architecture)
+    loaded = load_model(str(directory))
+    attention_before = {
+        name: tuple(layer.weight.shape)
+        for name, layer in loaded.module.named_modules()
+        if ".attn." in name or ".self_attn." in name
+        if isinstance(layer, nn.Linear)
+    }
+    steps = [{"prune": {"method": "structured", "sparsity": 0.5}}]
+    run = run_steps(loaded, steps)
+    layers = dict(run.module.named_modules())
+    assert attention_before and all(
+        tuple(layers[name].weight.shape) == shape for name, shape in attention_before.items()
+    )
+    report = run.reports[0]
+    assert report.metrics["parameters_after"] < report.metrics["parameters_before"]
+    assert any("attention projections kept whole" in note for note in run.notes)
+    ids = loaded.task.example_inputs(2, "val")
+    with torch.inference_mode():
+        assert run.module(*ids).shape == loaded.module(*ids).shape
+    save_unprofiled(run, steps, tmp_path / "v")
+    load_variant(tmp_path / "v", check_outputs=True, trust_code=True)

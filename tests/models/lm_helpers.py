@@ -15,11 +15,18 @@ def tiny_lm():
     return load_model("tiny-lm")
 
 
-def write_user_causal_lm(directory: Path, layers: int = 2) -> Path:
-    """A user's Hugging Face causal-LM directory: a random 2-layer GPT-2 and a word tokenizer."""
+def write_user_causal_lm(directory: Path, layers: int = 2, architecture: str = "gpt2") -> Path:
+    """A user's Hugging Face causal-LM directory: a random 2-layer model and a word tokenizer.
+    `architecture`: "gpt2", or "llama" (rotary positions, RMSNorm, grouped key/value heads)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     words = ["<eos>", "<unk>"] + [f"w{i}" for i in range(62)]
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
@@ -28,7 +35,24 @@ def write_user_causal_lm(directory: Path, layers: int = 2) -> Path:
         tokenizer_object=core, eos_token="<eos>", unk_token="<unk>", pad_token="<eos>"
     )
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(words), n_positions=64, n_embd=16, n_layer=layers, n_head=2)
-    GPT2LMHeadModel(config).save_pretrained(directory, safe_serialization=True)
+    if architecture == "llama":
+        config = LlamaConfig(
+            vocab_size=len(words),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            eos_token_id=0,
+            bos_token_id=0,
+        )
+        model = LlamaForCausalLM(config)
+    else:
+        config = GPT2Config(
+            vocab_size=len(words), n_positions=64, n_embd=16, n_layer=layers, n_head=2
+        )
+        model = GPT2LMHeadModel(config)
+    model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory

@@ -213,3 +213,16 @@ def test_rows_that_keep_fewer_drafted_columns_get_holes_then_are_packed_right_al
     assert kv.valid is None and kv.compactions == 1
     keys = kv.layers[0][0][:, 0, :, 0]
     assert keys[0, -3:].tolist() == [1, 2, 3] and keys[1].tolist() == [5, 6, 7, 3, 90, 91]
+
+
+def test_a_llama_directory_keeps_its_greedy_tokens_in_a_ragged_batch(tmp_path):
+    # Rotary positions and grouped key/value heads: a left-padded row must still see each of
+    # its tokens at its own position, as when it decodes alone.
+    from tests.models.lm_helpers import write_user_causal_lm
+    from wattwise.models.registry import load_model
+
+    model = load_model(str(write_user_causal_lm(tmp_path / "llama", architecture="llama"))).module
+    plan = [([5, 9, 13], 7), ([20, 3, 3, 8, 41, 2, 17, 30], 12), ([11], 9), ([6, 6, 40, 2], 5)]
+    engine = _engine(model, max_batch_size=3)
+    streams = _submit_staggered(engine, plan, steps_between=2)
+    _assert_each_gets_its_greedy_tokens(model, plan, streams)

@@ -223,10 +223,11 @@ def tiny_lm_directory(settings: TinyLMSettings | None = None, show_progress: boo
     return directory
 
 
-def causal_lm_task(tokenizer, directory: Path) -> CausalLMTask:
-    """The held-out task for a causal LM: tiny-lm's own block length, else 128 tokens."""
+def causal_lm_task(tokenizer, directory: Path, context: int | None = None) -> CausalLMTask:
+    """The held-out task for a causal LM: tiny-lm's own block length, else 128 tokens, never
+    more than the model's `context` (a user's model with 64 positions reads blocks of 64)."""
     settings_file = Path(directory) / "wattwise_tiny_lm.json"
     block = (
         json.loads(settings_file.read_text())["block_tokens"] if settings_file.is_file() else 128
     )
-    return CausalLMTask(tokenizer, block)
+    return CausalLMTask(tokenizer, min(block, context) if context else block)

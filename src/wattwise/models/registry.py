@@ -211,10 +211,10 @@ def _checked(loaded: LoadedModel, options: ModelOptions) -> LoadedModel:
 
 
 def _load_causal_lm(directory: Path, name: str, kind: str, spec: dict) -> LoadedModel:
-    from wattwise.models.causal_lm import causal_lm_task, load_causal_lm
+    from wattwise.models.causal_lm import causal_lm_task, context_tokens, load_causal_lm
 
     module, tokenizer = load_causal_lm(directory)
-    task = causal_lm_task(tokenizer, directory)
+    task = causal_lm_task(tokenizer, directory, context_tokens(module.lm))
     return LoadedModel(name, module, task, kind, spec, {"tokenizer": tokenizer, "causal_lm": True})
 
 

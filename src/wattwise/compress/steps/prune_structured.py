@@ -8,6 +8,12 @@ groups by tracing autograd. What we add:
   stay 384 so they compare with the original's): groups that reach the output are skipped.
   torch-pruning alone would shrink MiniLM's hidden size too (../shared/FIELD-NOTES.md).
 - Attention heads go whole (Hugging Face BERT-style `query`/`key`/`value`), with the MLP width.
+  Other attention blocks (GPT-2's fused `c_attn`, Llama's grouped `q_proj`/`k_proj`/...) keep
+  their projections: their heads are split by reshapes torch-pruning does not see (it either
+  cut GPT-2's fused projection mid-head or ran for minutes on Llama's), so only their MLP width
+  shrinks.
+- Norms torch-pruning has no pruner for (Llama's RMSNorm) count as traced when it traced their
+  weights (its "unwrapped parameters").
 - `ignore:` leaves named layers' input and output widths alone.
 - A layer the graph cannot trace is named in a one-line error instead of a broken model.
 - The new shapes are recorded ("resize") so `load_variant` rebuilds the model without
@@ -16,6 +22,7 @@ groups by tracing autograd. What we add:
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Literal
@@ -131,7 +138,7 @@ def check_traceable(
         for name, module in model.named_modules()
         if name
         and name in ran
-        and module not in graph.module2node
+        and not _traced(module, graph)
         and not _matches(name, ignore)
         and any(True for _ in module.parameters(recurse=False))
         and _affects_output(model, module, inputs)
@@ -142,6 +149,29 @@ def check_traceable(
             f"torch-pruning cannot trace layer(s) {listed} through autograd; leave them unpruned "
             f"with the prune step's ignore list (ignore: [{listed}])"
         )
+
+
+def _traced(module: nn.Module, graph: tp.DependencyGraph) -> bool:
+    """In the graph as a module, or through every parameter it owns (a norm without a pruner,
+    e.g. Llama's RMSNorm: torch-pruning prunes such weights as "unwrapped parameters")."""
+    if module in graph.module2node:
+        return True
+    own = list(module.parameters(recurse=False))
+    return bool(own) and all(parameter in graph.module2node for parameter in own)
+
+
+def kept_attention_layers(model: nn.Module, heads: dict[nn.Module, int]) -> tuple[str, ...]:
+    """Names of the Linear layers inside attention blocks whose heads are not pruned whole
+    (every module named "...Attention..." holding no BERT-style head projection)."""
+    kept = []
+    for name, module in model.named_modules():
+        if "attention" not in type(module).__name__.lower():
+            continue
+        inner = dict(module.named_modules())
+        if any(layer in heads for layer in inner.values()):
+            continue
+        kept += [f"{name}.{sub}" for sub, layer in inner.items() if isinstance(layer, nn.Linear)]
+    return tuple(dict.fromkeys(kept))
 
 
 def _out_channel_fn(module: nn.Module):
@@ -255,9 +285,42 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+def _prune_in_place(context, module: nn.Module, step: PruneStructured, inputs: ModelInputs):
+    """Build the dependency graph and run torch-pruning's rounds on `module`; returns the
+    attention projections pruned by whole heads and the names of those kept whole."""
+    import torch_pruning as tp
+
+    with warnings.catch_warnings():
+        # The norms it prunes as "unwrapped parameters" (see `_traced`) are expected here.
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        try:
+            graph = tp.DependencyGraph().build_dependency(module, example_inputs=inputs)
+        except Exception as error:
+            raise ConfigError(
+                f"torch-pruning cannot trace the model ({_first_line(error)}); add the layer it "
+                "names to the prune step's ignore list"
+            ) from error
+        heads = attention_heads(module, step.ignore)
+        kept = kept_attention_layers(module, heads)
+        ignore = step.ignore + kept
+        check_traceable(module, graph, inputs, ignore)
+        roots = protected_roots(module, graph, ignore)
+        pruner = _build_pruner(module, step, inputs, roots, heads)
+        for _ in range(step.iterations):
+            if step.importance == "taylor":
+                _accumulate_taylor_gradients(context, module)
+            try:
+                pruner.step()
+            except Exception as error:
+                raise ConfigError(
+                    f"torch-pruning failed while pruning this model ({_first_line(error)}); name "
+                    "the layers around it in the prune step's ignore list"
+                ) from error
+    return heads, kept
+
+
 def apply_structured(context, module: nn.Module, step: PruneStructured) -> StepOutcome:
     """Remove channels, widths and heads; record the new shapes for `load_variant`."""
-    import torch_pruning as tp
 
     inputs = context.task.example_inputs(TRACE_BATCH, "val")
     before = architecture_of(module)
@@ -268,21 +331,7 @@ def apply_structured(context, module: nn.Module, step: PruneStructured) -> StepO
             f"the model fails on its example inputs in layer {failed!r} ({_first_line(error)}); "
             "fix the model before pruning"
         )
-    try:
-        graph = tp.DependencyGraph().build_dependency(module, example_inputs=inputs)
-    except Exception as error:
-        raise ConfigError(
-            f"torch-pruning cannot trace the model ({_first_line(error)}); add the layer it "
-            "names to the prune step's ignore list"
-        ) from error
-    check_traceable(module, graph, inputs, step.ignore)
-    roots = protected_roots(module, graph, step.ignore)
-    heads = attention_heads(module, step.ignore)
-    pruner = _build_pruner(module, step, inputs, roots, heads)
-    for _ in range(step.iterations):
-        if step.importance == "taylor":
-            _accumulate_taylor_gradients(context, module)
-        pruner.step()
+    heads, kept = _prune_in_place(context, module, step, inputs)
     module.zero_grad(set_to_none=True)
     _update_attention_attributes(module)
     _, failed, error = _run_traced(module.eval(), inputs)
@@ -299,7 +348,8 @@ def apply_structured(context, module: nn.Module, step: PruneStructured) -> StepO
         f"{step.sparsity:.0%} of the channels of each prunable group removed, "
         f"{removed:.1%} of all parameters ({parameters_before:,} → {parameters_after:,})",
         "output width kept"
-        + (f"; attention heads pruned whole in {len(heads) // 3} layers" if heads else ""),
+        + (f"; attention heads pruned whole in {len(heads) // 3} layers" if heads else "")
+        + (f"; {len(kept)} attention projections kept whole" if kept else ""),
     ]
     metrics = {
         "parameters_before": parameters_before,
