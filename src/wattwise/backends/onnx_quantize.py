@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import torch
 from onnx import numpy_helper
 from torch import nn
 
@@ -104,6 +105,40 @@ def prepare_for_quantization(source: Path, target: Path) -> onnx.ModelProto:
     model = gemm_to_matmul(onnx.load(str(target)))
     onnx.save_model(model, str(target))
     return model
+
+
+def with_folded_norms(module: nn.Module, inputs: tuple, names: list[str]) -> list[str]:
+    """`names` plus every BatchNorm layer that reads one of those convolutions' outputs
+    directly: the dynamo exporter folds such a norm into the Conv node and records the node as
+    the norm's ("2.bn1", not "2.conv1"), so selecting by the conv's name alone missed 4 of a
+    small ResNet's 5 convolutions."""
+    layers = dict(module.named_modules())
+    conv_outputs: dict[int, str] = {}
+    folded: list[str] = []
+    handles = []
+    for name in names:
+        if isinstance(layers.get(name), nn.modules.conv._ConvNd):
+
+            def remember(_layer, _args, output, name=name) -> None:
+                conv_outputs[id(output)] = name
+
+            handles.append(layers[name].register_forward_hook(remember))
+    for name, layer in layers.items():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+
+            def check(_layer, args, name=name) -> None:
+                if args and id(args[0]) in conv_outputs:
+                    folded.append(name)
+
+            handles.append(layer.register_forward_pre_hook(check))
+    try:
+        if handles:
+            with torch.inference_mode():
+                module(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return names + [name for name in folded if name not in names]
 
 
 def selected_nodes(model: onnx.ModelProto, layer_names: list[str]) -> list[str]:

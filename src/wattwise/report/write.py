@@ -18,6 +18,7 @@ from wattwise.report.sections import (
     machine_lines,
     markdown_heading,
     markdown_table,
+    probe_lines,
     quality_text,
     write_files,
 )
@@ -226,18 +227,7 @@ def markdown_report(result) -> str:
                 f"- {attempt['label']}: test {quality_text(attempt['test_quality'])} → "
                 f"{'holds' if attempt['met'] else 'fails'} the budget"
             )
-    if result.priors.get("ratios"):
-        rows, k, n = result.priors["shape"], "fp32 eager", len(result.priors["ratios"])
-        lines += [
-            "",
-            "## Hardware probe",
-            "",
-            f"One Linear of the model's dominant shape (rows × in × out = {rows}), {n} compute "
-            f"paths timed against {k} in {result.priors['seconds']:.1f} s; these measured ratios "
-            "ordered the candidates:",
-            "",
-            ", ".join(f"{path} {ratio:.2f}x" for path, ratio in result.priors["ratios"].items()),
-        ]
+    lines += probe_lines(result.priors)
     lines += machine_lines(result.machine)
     if result.skipped_space:
         lines += ["", "Not in the space on this installation: " + "; ".join(result.skipped_space)]

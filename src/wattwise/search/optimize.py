@@ -150,6 +150,12 @@ def optimize(
             "hardware probe ("
             + f"{priors.seconds:.1f} s): "
             + ", ".join(f"{k} {v:.2f}x" for k, v in priors.ratios.items())
+            + (
+                f"; conv ({priors.conv_share:.0%} of the FLOPs): "
+                + ", ".join(f"{k} {v:.2f}x" for k, v in priors.conv_ratios.items())
+                if priors.conv_ratios
+                else ""
+            )
         )
         baseline = search.measure_baseline()
         # Confirmation loads the variant (≈ the model's load time), scores the test split

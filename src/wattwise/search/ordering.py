@@ -27,7 +27,8 @@ def compute_path(recipe: Recipe) -> str:
         method = getattr(step, "method", "")
         implementation = getattr(step, "implementation", "auto")
         if step.kind == "quantize" and backend == "onnxruntime":
-            return "ort_int8"
+            # Static int8 also quantizes convolutions (QLinearConv); dynamic leaves them fp32.
+            return "ort_int8_static" if method == "static" else "ort_int8"
         if step.kind == "quantize" and method.startswith("int8"):
             if implementation == "torchao":
                 return "torchao_int8"

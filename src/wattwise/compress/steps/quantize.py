@@ -22,6 +22,7 @@ from wattwise.backends.onnx_quantize import (
     quantization_report,
     register_onnx_quantizer,
     selected_nodes,
+    with_folded_norms,
 )
 from wattwise.compress.quantize_retry import left_out_report, quantize_leaving_out_breakers
 from wattwise.compress.steps.base import LayerSelection, Step, StepOutcome, register_step
@@ -102,7 +103,10 @@ def onnx_int8_dynamic(context, module: nn.Module, step: Int8Dynamic, source: Pat
 
     prepared = target.with_suffix(".prepared.onnx")
     model = prepare_for_quantization(source, prepared)
-    nodes = selected_nodes(model, selected_names(module, step.layers))
+    example = context.task.example_inputs(1, "val")
+    nodes = selected_nodes(
+        model, with_folded_norms(module, example, selected_names(module, step.layers))
+    )
     if step.layers == LayerSelection():
         # After transformer fusion the Q/K/V projections live inside Attention nodes
         # (quantized to QAttention); a step that touches every layer takes them too.

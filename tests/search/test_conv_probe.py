@@ -1,0 +1,70 @@
+"""The probe's convolution half: CNN priors from a timed Conv2d, and static int8 that
+quantizes every convolution, BatchNorm-folded ones included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.compress.prune_models import small_resnet
+from wattwise.search.machine import machine_info
+from wattwise.search.ordering import compute_path, order_candidates
+from wattwise.search.probe import Priors, probe
+from wattwise.search.space import make_candidate
+
+
+def test_a_cnn_gets_its_dominant_convolution_timed():
+    priors = probe(small_resnet(), (torch.randn(8, 3, 16, 16),), machine_info(), budget_s=30.0)
+    assert priors.conv_share > 0.9 and priors.linear_share < 0.01
+    assert set(priors.conv_ratios) == {"torch_bf16", "ort_fp32", "ort_int8_static"}
+    assert all(ratio > 0 for ratio in priors.conv_ratios.values())
+    assert "16→16 3×3" in priors.conv_shape and priors.conv_fp32_ms > 0
+
+
+def test_model_level_prior_weights_each_path_by_what_it_runs_faster():
+    priors = Priors(
+        ratios={"ort_int8": 3.0},
+        linear_share=0.1,
+        conv_share=0.8,
+        conv_ratios={"ort_fp32": 2.0, "ort_int8_static": 4.0},
+    )
+    # static: Linear through ORT's int8 kernels, convolutions through QLinearConv
+    assert priors.ratio("ort_int8_static") == pytest.approx(1 / (0.1 + 0.1 / 3 + 0.8 / 4))
+    # dynamic int8 leaves the convolutions in ONNX Runtime's fp32 kernels
+    assert priors.ratio("ort_int8") == pytest.approx(1 / (0.1 + 0.1 / 3 + 0.8 / 2))
+    # torch.ao's dynamic int8 leaves them in fp32 eager; an unmeasured path keeps the default
+    assert priors.ratio("torch_ao_int8", default=0.7) == pytest.approx(0.7)
+    assert priors.ratio("torchao_int8") == pytest.approx(1.0)
+
+
+def test_static_int8_is_its_own_path_and_goes_first_when_the_probe_says_so():
+    static = make_candidate(
+        "f", 0, {"steps": [{"quantize": {"method": "static"}}], "backend": "onnxruntime"}
+    )
+    dynamic = make_candidate(
+        "f", 1, {"steps": [{"quantize": {"method": "int8_dynamic"}}], "backend": "onnxruntime"}
+    )
+    assert compute_path(static.recipe) == "ort_int8_static"
+    assert compute_path(dynamic.recipe) == "ort_int8"
+    priors = Priors(
+        linear_share=0.0, conv_share=0.95, conv_ratios={"ort_fp32": 1.2, "ort_int8_static": 2.5}
+    )
+    order = order_candidates([dynamic, static], priors).order
+    assert [candidate.recipe.steps[0].method for candidate, _ in order] == [
+        "static",
+        "int8_dynamic",
+    ]
+
+
+def test_static_int8_quantizes_every_convolution_batchnorm_folded_ones_too(tmp_path):
+    from tests.compress.prune_helpers import run_steps, save_unprofiled
+    from wattwise.models.registry import ModelOptions, load_model
+
+    loaded = load_model(
+        "tests.compress.prune_models:small_resnet", ModelOptions(input_shape="3,16,16")
+    )
+    steps = [{"quantize": {"method": "static", "calibration_samples": 16}}]
+    run = run_steps(loaded, steps, backend="onnxruntime")
+    variant = save_unprofiled(run, steps, tmp_path / "v", backend="onnxruntime")
+    metrics = variant.manifest["backend_manifest"]["deferred_step_metrics"][0]
+    assert metrics["quantized_layers"] == 6, metrics  # 5 convolutions and the classifier
