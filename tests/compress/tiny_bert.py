@@ -20,16 +20,17 @@ TOKENIZER_FILES = (
 )
 
 
-def tiny_bert_directory(root: Path) -> Path:
+def tiny_bert_directory(root: Path, classes: int = 0) -> Path:
     """Write a seeded 2-layer, 4-head, 64-wide BERT with MiniLM's tokenizer under `root`.
 
     Loaded through `AutoModel` it gets a (randomly initialized, unused) pooler: 13 Linears.
+    With `classes`, a `BertForSequenceClassification` with that many labels instead.
     """
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
 
     from wattwise.models.text_encoder import minilm_directory
 
-    directory = Path(root) / "tiny-bert"
+    directory = Path(root) / ("tiny-bert" if not classes else f"tiny-bert-{classes}-classes")
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=30522,
@@ -39,11 +40,16 @@ def tiny_bert_directory(root: Path) -> Path:
         intermediate_size=128,
         max_position_embeddings=512,
     )
-    model = BertModel(config, add_pooling_layer=False).eval()
+    if classes:
+        config.num_labels = classes
+        classifier = BertForSequenceClassification(config).eval()
+        model, encoder = classifier, classifier.bert
+    else:
+        model = encoder = BertModel(config, add_pooling_layer=False).eval()
     with torch.no_grad():
         # Trained BERTs have a few FFN channels with outlier activations (what makes per-tensor
         # int8 lose fidelity); a random init has none, so four channels per layer get them.
-        for layer in model.encoder.layer:
+        for layer in encoder.encoder.layer:
             layer.intermediate.dense.bias[:OUTLIER_CHANNELS] += OUTLIER_BIAS
     model.save_pretrained(directory)
     for name in TOKENIZER_FILES:

@@ -140,6 +140,7 @@ def load_architecture(
         return LoadedModel(spec, DigitsCNN().eval(), digits_task(), "builtin", {"spec": spec})
     if spec == "minilm" or (path.is_dir() and (path / "config.json").is_file()):
         from wattwise.models.text_encoder import (
+            is_classifier_directory,
             load_hf_encoder,
             load_hf_tokenizer,
             minilm_directory,
@@ -152,7 +153,8 @@ def load_architecture(
             module, tokenizer = nn.Identity(), load_hf_tokenizer(directory)
         kind = "builtin" if spec == "minilm" else "huggingface"
         record = {"spec": spec if spec == "minilm" else str(path.resolve())}
-        return _text_model(spec, module, tokenizer, kind, record, with_reference=False)
+        classifier = is_classifier_directory(directory)
+        return _text_model(spec, module, tokenizer, kind, record, False, classifier)
     from wattwise.models.factory import is_factory_spec
 
     if is_factory_spec(spec):
@@ -186,15 +188,20 @@ def _load_builtin(name: str, options: ModelOptions, serving_only: bool = False) 
     return _text_model(name, module, tokenizer, "builtin", {"spec": name}, not serving_only)
 
 
-def _text_model(name, module, tokenizer, kind, spec, with_reference: bool = True) -> LoadedModel:
+def _text_model(
+    name, module, tokenizer, kind, spec, with_reference: bool = True, classifier: bool = False
+) -> LoadedModel:
+    """A text model and its task: classifiers (`classifier`) are scored on their logits,
+    sentence encoders on their embeddings."""
     import copy
 
     from wattwise.tasks.text import TextEncoderTask
+    from wattwise.tasks.text_classes import TextClassifierTask
 
     # The reference is a frozen copy, so compressing `module` in place never moves the target.
     # Serving needs none (it never scores quality): that copy would double the replica's memory.
     reference = copy.deepcopy(module).eval() if with_reference else None
-    task = TextEncoderTask(tokenizer, reference)
+    task = (TextClassifierTask if classifier else TextEncoderTask)(tokenizer, reference)
     return LoadedModel(name, module, task, kind, spec, {"tokenizer": tokenizer})
 
 
@@ -223,11 +230,14 @@ def _load_huggingface(path: Path, options: ModelOptions, serving_only: bool = Fa
 
     if is_causal_lm_directory(path):
         return _load_causal_lm(path, str(path), "huggingface", {"spec": str(path.resolve())})
-    from wattwise.models.text_encoder import load_hf_encoder
+    from wattwise.models.text_encoder import is_classifier_directory, load_hf_encoder
 
     module, tokenizer = load_hf_encoder(path)
     record = {"spec": str(path.resolve())}
-    return _text_model(str(path), module, tokenizer, "huggingface", record, not serving_only)
+    classifier = is_classifier_directory(path)
+    return _text_model(
+        str(path), module, tokenizer, "huggingface", record, not serving_only, classifier
+    )
 
 
 def _user_task(options: ModelOptions, reference: nn.Module, sample_shape, input_dtype=None):

@@ -49,6 +49,39 @@ class TextEncoder(nn.Module):
         return F.normalize(pooled, p=2, dim=-1) if self.normalize else pooled
 
 
+class TextClassifier(nn.Module):
+    """A Hugging Face sequence classifier (`...ForSequenceClassification`, head included) as
+    one exportable module: the tokenizer's tensors in, the class logits out.
+
+    `self.transformer` is the whole classifier, so compression reaches its head too (the
+    logits' width is the output width and stays).
+    """
+
+    def __init__(self, transformer: nn.Module, input_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.input_names = tuple(input_names)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.transformer(**dict(zip(self.input_names, inputs, strict=True))).logits
+
+
+def is_sequence_classifier(config) -> bool:
+    """Whether a Hugging Face config names a sequence-classification architecture."""
+    return any(a.endswith("ForSequenceClassification") for a in config.architectures or ())
+
+
+def is_classifier_directory(directory: Path) -> bool:
+    """Whether a Hugging Face directory's config.json names a sequence classifier (read as
+    JSON: no transformers import, for replicas that serve an ONNX variant)."""
+    try:
+        config = json.loads((Path(directory) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    names = config.get("architectures") or ()
+    return any(str(name).endswith("ForSequenceClassification") for name in names)
+
+
 def _pooling_config(directory: Path) -> tuple[str, bool]:
     """Read sentence-transformers' pooling/normalize settings if the directory has them."""
     pooling, normalize = "mean", False
@@ -92,13 +125,20 @@ def load_hf_tokenizer(directory: Path):
 
 
 def load_hf_encoder(directory: Path, with_weights: bool = True):
-    """A TextEncoder and its tokenizer from a Hugging Face model directory (offline).
+    """A TextEncoder and its tokenizer from a Hugging Face model directory (offline); a
+    TextClassifier when the directory holds a sequence classifier (its head is the model: an
+    encoder would drop it and serve embeddings instead of its classes).
 
     `with_weights=False` builds the architecture from `config.json` only, its parameters left
     uninitialized (transformers' `no_init_weights`): for a variant that loads its own weights,
     so the source's weight file is never read and no time goes to a random init.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
     from transformers.utils import logging as hf_logging
 
     directory = Path(directory)
@@ -108,17 +148,19 @@ def load_hf_encoder(directory: Path, with_weights: bool = True):
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        classifier = is_sequence_classifier(config)
+        auto = AutoModelForSequenceClassification if classifier else AutoModel
         if with_weights:
             # safetensors only: a pickled pytorch_model.bin could run code on load.
-            transformer = AutoModel.from_pretrained(
+            transformer = auto.from_pretrained(
                 directory, local_files_only=True, use_safetensors=True
             )
         else:
             from transformers.initialization import no_init_weights
 
-            config = AutoConfig.from_pretrained(directory, local_files_only=True)
             with no_init_weights():
-                transformer = AutoModel.from_config(config)
+                transformer = auto.from_config(config)
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(
             f"cannot load Hugging Face model from {directory}: {str(error).splitlines()[0]}; "
@@ -130,6 +172,8 @@ def load_hf_encoder(directory: Path, with_weights: bool = True):
         for n in tokenizer.model_input_names
         if n in ("input_ids", "attention_mask", "token_type_ids")
     )
+    if classifier:
+        return TextClassifier(transformer, input_names).eval(), tokenizer
     pooling, normalize = _pooling_config(directory)
     return TextEncoder(transformer, input_names, pooling, normalize).eval(), tokenizer
 

@@ -86,7 +86,8 @@ def describe_model(loaded: LoadedModel) -> ModelSignature:
     task = loaded.task
     request = task.request_format()
     if hasattr(task, "tokenize") and "tokenizer" in loaded.extra:
-        return ModelSignature(loaded.name, "text", output_kind="embedding", example=request.example)
+        kind = "classes" if task.output_kind == "logits" else "embedding"
+        return ModelSignature(loaded.name, "text", output_kind=kind, example=request.example)
     example_inputs = task.example_inputs(1)
     if len(example_inputs) != 1:
         raise ConfigError(
