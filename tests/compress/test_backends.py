@@ -154,3 +154,20 @@ def test_token_micro_batches_hold_more_short_texts(tmp_path):
     assert module.micro_batch_size((torch.zeros(32, 128, dtype=torch.int64),)) == 2
     assert module.micro_batch_size((torch.zeros(32, 32, dtype=torch.int64),)) == 8
     assert module.micro_batch_size((torch.zeros(32, 64),)) is None  # floats: no token count
+
+
+def test_a_model_torchscript_cannot_export_falls_back_to_dynamo_with_a_note(tmp_path):
+    # transformers' Llama masks use aten::diff, which the TorchScript exporter has no symbolic
+    # for: the optimize search's "(torchscript export)" candidates all failed on a user Llama.
+    from tests.compress.prune_helpers import run_steps, save_unprofiled
+    from tests.models.lm_helpers import write_user_causal_lm
+    from wattwise.models.registry import load_model
+
+    directory = write_user_causal_lm(tmp_path / "llama", architecture="llama")
+    steps = [{"quantize": {"method": "int8_dynamic"}}]
+    backend = {"name": "onnxruntime", "exporter": "torchscript"}
+    run = run_steps(load_model(str(directory)), steps, backend=backend)
+    variant = save_unprofiled(run, steps, tmp_path / "v", backend=backend)
+    assert variant.manifest["backend_manifest"]["exporter"] == "dynamo"
+    assert any("TorchScript exporter failed" in note for note in variant.manifest["notes"])
+    load_variant(tmp_path / "v", check_outputs=True)

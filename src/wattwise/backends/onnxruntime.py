@@ -115,6 +115,20 @@ def export_onnx(
     return names
 
 
+def export_with_fallback(module: nn.Module, task, path: Path, spec) -> tuple[list[str], str, str]:
+    """`export_onnx` with the recipe's exporter; when TorchScript cannot export the model
+    (transformers' Llama masks use `aten::diff`, which it has no symbolic for), the dynamo
+    exporter instead. Returns (input names, the exporter used, why it is not the recipe's)."""
+    try:
+        return export_onnx(module, task, path, spec.opset, spec.exporter), spec.exporter, ""
+    except Exception as error:  # any exporter failure: the other one may still work
+        if spec.exporter != "torchscript":
+            raise
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        names = export_onnx(module, task, path, spec.opset, "dynamo")
+        return names, "dynamo", f" (the TorchScript exporter failed: {reason})"
+
+
 @register_backend("onnxruntime")
 class OnnxRuntimeBackend:
     """Exports to ONNX, applies deferred ONNX Runtime quantization, runs an ORT session."""
@@ -125,10 +139,6 @@ class OnnxRuntimeBackend:
     def export(self, module: nn.Module, context, deferred: list, directory: Path) -> Exported:
         spec = context.backend
         threads = spec.threads or torch.get_num_threads()
-        notes = [
-            f"backend: ONNX Runtime {_ort_version()}, graph optimizations: {spec.optimization}, "
-            f"exporter: {spec.exporter}"
-        ]
         step_metrics: list[dict[str, Any]] = []
         resolved: dict[int, Any] = {}
         for step in deferred:
@@ -139,7 +149,11 @@ class OnnxRuntimeBackend:
                 module = prepare(module)
         with tempfile.TemporaryDirectory(prefix="wattwise-onnx-") as work:
             current = Path(work) / "exported.onnx"
-            names = export_onnx(module, context.task, current, spec.opset, spec.exporter)
+            names, exporter, why = export_with_fallback(module, context.task, current, spec)
+            notes = [
+                f"backend: ONNX Runtime {_ort_version()}, graph optimizations: "
+                f"{spec.optimization}, exporter: {exporter}{why}"
+            ]
             for index, step in enumerate(deferred):
                 quantizer = ONNX_QUANTIZERS.get(type(step))
                 if quantizer is None:
@@ -159,7 +173,7 @@ class OnnxRuntimeBackend:
             "threads": threads,
             "optimization": spec.optimization,
             "opset": spec.opset,
-            "exporter": spec.exporter,
+            "exporter": exporter,
             "micro_batch": spec.micro_batch,
             "micro_batch_tokens": spec.micro_batch_tokens,
             "streams": spec.streams,
