@@ -140,7 +140,7 @@ def load_architecture(
         return LoadedModel(spec, DigitsCNN().eval(), digits_task(), "builtin", {"spec": spec})
     if spec == "minilm" or (path.is_dir() and (path / "config.json").is_file()):
         from wattwise.models.text_encoder import (
-            is_classifier_directory,
+            classifier_classes,
             load_hf_encoder,
             load_hf_tokenizer,
             minilm_directory,
@@ -153,8 +153,8 @@ def load_architecture(
             module, tokenizer = nn.Identity(), load_hf_tokenizer(directory)
         kind = "builtin" if spec == "minilm" else "huggingface"
         record = {"spec": spec if spec == "minilm" else str(path.resolve())}
-        classifier = is_classifier_directory(directory)
-        return _text_model(spec, module, tokenizer, kind, record, False, classifier)
+        classes = classifier_classes(directory)
+        return _text_model(spec, module, tokenizer, kind, record, False, classes)
     from wattwise.models.factory import is_factory_spec
 
     if is_factory_spec(spec):
@@ -189,10 +189,10 @@ def _load_builtin(name: str, options: ModelOptions, serving_only: bool = False) 
 
 
 def _text_model(
-    name, module, tokenizer, kind, spec, with_reference: bool = True, classifier: bool = False
+    name, module, tokenizer, kind, spec, with_reference: bool = True, classes=None
 ) -> LoadedModel:
-    """A text model and its task: classifiers (`classifier`) are scored on their logits,
-    sentence encoders on their embeddings."""
+    """A text model and its task: classifiers (`classes`: their names, from
+    `classifier_classes`) are scored on their logits, sentence encoders on their embeddings."""
     import copy
 
     from wattwise.tasks.text import TextEncoderTask
@@ -201,7 +201,10 @@ def _text_model(
     # The reference is a frozen copy, so compressing `module` in place never moves the target.
     # Serving needs none (it never scores quality): that copy would double the replica's memory.
     reference = copy.deepcopy(module).eval() if with_reference else None
-    task = (TextClassifierTask if classifier else TextEncoderTask)(tokenizer, reference)
+    if classes is not None:
+        task = TextClassifierTask(tokenizer, reference, classes)
+    else:
+        task = TextEncoderTask(tokenizer, reference)
     return LoadedModel(name, module, task, kind, spec, {"tokenizer": tokenizer})
 
 
@@ -230,13 +233,13 @@ def _load_huggingface(path: Path, options: ModelOptions, serving_only: bool = Fa
 
     if is_causal_lm_directory(path):
         return _load_causal_lm(path, str(path), "huggingface", {"spec": str(path.resolve())})
-    from wattwise.models.text_encoder import is_classifier_directory, load_hf_encoder
+    from wattwise.models.text_encoder import classifier_classes, load_hf_encoder
 
     module, tokenizer = load_hf_encoder(path)
     record = {"spec": str(path.resolve())}
-    classifier = is_classifier_directory(path)
+    classes = classifier_classes(path)
     return _text_model(
-        str(path), module, tokenizer, "huggingface", record, not serving_only, classifier
+        str(path), module, tokenizer, "huggingface", record, not serving_only, classes
     )
 
 

@@ -71,15 +71,22 @@ def is_sequence_classifier(config) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in config.architectures or ())
 
 
-def is_classifier_directory(directory: Path) -> bool:
-    """Whether a Hugging Face directory's config.json names a sequence classifier (read as
-    JSON: no transformers import, for replicas that serve an ONNX variant)."""
+def classifier_classes(directory: Path) -> tuple[str, ...] | None:
+    """A sequence classifier's class names in index order (its config's id2label), or None when
+    the directory's config.json names no sequence classifier. Read as JSON: no transformers
+    import, for replicas that serve an ONNX variant."""
     try:
         config = json.loads((Path(directory) / "config.json").read_text())
     except (OSError, ValueError):
-        return False
+        return None
     names = config.get("architectures") or ()
-    return any(str(name).endswith("ForSequenceClassification") for name in names)
+    if not any(str(name).endswith("ForSequenceClassification") for name in names):
+        return None
+    labels = config.get("id2label") or {}
+    try:
+        return tuple(str(labels[key]) for key in sorted(labels, key=int))
+    except (TypeError, ValueError):
+        return ()
 
 
 def _pooling_config(directory: Path) -> tuple[str, bool]:

@@ -19,6 +19,9 @@ class ClassPrediction(BaseModel):
 
     label: int = Field(description="index of the most probable class")
     probabilities: list[float] = Field(description="softmax over the classes")
+    label_name: str | None = Field(
+        None, description="the class's name, when the model names its classes (id2label)"
+    )
 
 
 class EmbeddingPrediction(BaseModel):

@@ -48,6 +48,7 @@ class ModelSignature:
         generates: a causal LM: replicas also serve `POST /v1/generate`.
         context_tokens: most tokens (prompt + new) a generation may span (causal LMs).
         example_prompt: a prompt for `/v1/generate` (causal LMs).
+        class_names: the classes' names in index order (a Hugging Face classifier's id2label).
     """
 
     model: str
@@ -63,6 +64,7 @@ class ModelSignature:
     generates: bool = False
     context_tokens: int | None = None
     example_prompt: str | None = None
+    class_names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (tuples become lists) for replica init arguments and `/v1/model`."""
@@ -78,6 +80,7 @@ class ModelSignature:
         fields = dict(data)
         fields["sample_shape"] = tuple(fields["sample_shape"])
         fields["request_shape"] = tuple(fields["request_shape"])
+        fields["class_names"] = tuple(fields.get("class_names", ()))
         return cls(**fields)
 
 
@@ -87,7 +90,10 @@ def describe_model(loaded: LoadedModel) -> ModelSignature:
     request = task.request_format()
     if hasattr(task, "tokenize") and "tokenizer" in loaded.extra:
         kind = "classes" if task.output_kind == "logits" else "embedding"
-        return ModelSignature(loaded.name, "text", output_kind=kind, example=request.example)
+        names = tuple(getattr(task, "class_names", ()))
+        return ModelSignature(
+            loaded.name, "text", output_kind=kind, example=request.example, class_names=names
+        )
     example_inputs = task.example_inputs(1)
     if len(example_inputs) != 1:
         raise ConfigError(
@@ -167,8 +173,11 @@ def encode_outputs(signature: ModelSignature, outputs: torch.Tensor) -> list[dic
         probabilities = torch.softmax(outputs.reshape(len(outputs), -1), dim=-1)
         labels = probabilities.argmax(dim=-1).tolist()
         rows = probabilities.double().contiguous().numpy()
+        names = signature.class_names
         return [
-            {"label": label, "probabilities": row} for label, row in zip(labels, rows, strict=True)
+            {"label": label, "probabilities": row}
+            | ({"label_name": names[label]} if label < len(names) else {})
+            for label, row in zip(labels, rows, strict=True)
         ]
     rows = outputs.double().contiguous().numpy()
     if signature.output_kind == "embedding":

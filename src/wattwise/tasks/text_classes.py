@@ -30,6 +30,10 @@ class TextClassifierTask(TextEncoderTask):
     )
     output_kind = "logits"
 
+    def __init__(self, tokenizer, reference: Forward | None, class_names: tuple[str, ...] = ()):
+        super().__init__(tokenizer, reference)
+        self.class_names = tuple(class_names)
+
     def evaluate(self, forward: Forward, split: str = "test") -> Quality:
         check_split(split)
         reference = self.reference_embeddings(split)
