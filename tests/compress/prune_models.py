@@ -31,31 +31,15 @@ def opaque_net() -> nn.Module:
     ).eval()
 
 
-class ResidualBlock(nn.Module):
-    """conv → BatchNorm → ReLU → conv → BatchNorm, plus the input (a ResNet basic block)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        inner = torch.relu(self.bn1(self.conv1(inputs)))
-        return torch.relu(inputs + self.bn2(self.conv2(inner)))
-
-
 def small_resnet() -> nn.Module:
-    """3×16×16 images → 10 logits through a stem conv and two residual blocks (5 convolutions,
-    4 of them followed by a BatchNorm that an ONNX export folds into them)."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1),
-        nn.ReLU(),
-        ResidualBlock(16),
-        ResidualBlock(16),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, 10),
-    ).eval()
+    """`examples/small_resnet.py`'s CNN at 16 channels, for 3×16×16 images: a stem conv and two
+    basic blocks (5 convolutions, 4 of them followed by a BatchNorm that an ONNX export folds
+    into them) and a 10-class Linear."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "small_resnet.py"
+    spec = importlib.util.spec_from_file_location("wattwise_example_small_resnet", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example.build(channels=16)

@@ -68,3 +68,20 @@ def test_static_int8_quantizes_every_convolution_batchnorm_folded_ones_too(tmp_p
     variant = save_unprofiled(run, steps, tmp_path / "v", backend="onnxruntime")
     metrics = variant.manifest["backend_manifest"]["deferred_step_metrics"][0]
     assert metrics["quantized_layers"] == 6, metrics  # 5 convolutions and the classifier
+
+
+def test_the_report_shows_both_halves_of_the_probe_with_their_shares():
+    from wattwise.report.sections import probe_lines
+
+    priors = Priors(
+        ratios={"ort_int8": 2.0},
+        shape=(32, 64, 64),
+        linear_share=0.1,
+        conv_ratios={"ort_int8_static": 3.0},
+        conv_share=0.9,
+        conv_shape="8 × 3→16 3×3 /1 on 16×16",
+    )
+    text = "\n".join(probe_lines(priors.to_dict()))
+    assert "## Hardware probe" in text and "10% of the FLOPs" in text and "90% of the FLOPs" in text
+    assert "ort_int8 2.00x" in text and "ort_int8_static 3.00x" in text
+    assert probe_lines(Priors().to_dict()) == []

@@ -38,30 +38,25 @@ def machine_lines(machine) -> list[str]:
 
 def probe_lines(priors: dict) -> list[str]:
     """The report's "Hardware probe" section (a Priors as a dict), as Markdown lines."""
-    lines = []
+    parts = []
     if priors.get("ratios"):
-        rows, n = priors["shape"], len(priors["ratios"])
-        lines += [
-            f"One Linear of the model's dominant shape (rows × in × out = {rows}, "
-            f"{priors.get('linear_share', 1.0):.0%} of the FLOPs), {n} compute paths timed "
-            "against fp32 eager:",
-            "",
-            ", ".join(f"{path} {ratio:.2f}x" for path, ratio in priors["ratios"].items()),
-        ]
+        layer = f"One Linear of the model's dominant shape (rows × in × out = {priors['shape']}"
+        share = priors.get("linear_share", 1.0)
+        parts.append(_ratio_lines(f"{layer}, {share:.0%} of the FLOPs)", priors["ratios"]))
     if priors.get("conv_ratios"):
-        lines += [
-            *([""] if lines else []),
-            f"Its dominant convolution ({priors['conv_shape']}, convolutions "
-            f"{priors['conv_share']:.0%} of the FLOPs), {len(priors['conv_ratios'])} paths "
-            "timed against fp32 eager:",
-            "",
-            ", ".join(f"{path} {ratio:.2f}x" for path, ratio in priors["conv_ratios"].items()),
-        ]
-    if not lines:
+        layer = f"Its dominant convolution ({priors['conv_shape']}, convolutions"
+        share = priors["conv_share"]
+        parts.append(_ratio_lines(f"{layer} {share:.0%} of the FLOPs)", priors["conv_ratios"]))
+    if not parts:
         return []
     took = f"The probe took {priors.get('seconds', 0.0):.1f} s; these measured ratios, weighted "
     took += "by those shares, ordered the candidates."
-    return ["", "## Hardware probe", "", *lines, "", took]
+    return ["", "## Hardware probe", "", *[line for part in parts for line in part], took]
+
+
+def _ratio_lines(what: str, ratios: dict[str, float]) -> list[str]:
+    timed = f"{what}, {len(ratios)} compute paths timed against fp32 eager:"
+    return [timed, "", ", ".join(f"{path} {ratio:.2f}x" for path, ratio in ratios.items()), ""]
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:

@@ -11,15 +11,11 @@ candidates and decide which are worth starting; the search then measures the rea
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import tempfile
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +23,7 @@ from torch import nn
 
 from wattwise.search.machine import MachineInfo
 from wattwise.search.probe_conv import conv_paths, conv_work, probe_input
+from wattwise.search.probe_onnx import onnx_layer_runs
 
 # Time per block of calls. A path's block sits between two fp32 blocks; the ratio is the mean
 # of the fp32 medians over the path's median. Not paired alternation (what candidates get):
@@ -145,34 +142,13 @@ def _median_ms(run: Callable[[], object]) -> float:
 
 
 def _onnx_paths(layer: nn.Linear, x: torch.Tensor) -> dict[str, Callable[[], object]]:
-    """ONNX Runtime sessions of the layer in fp32 and dynamic int8 (per-channel)."""
-    import onnxruntime as ort
+    """ONNX Runtime runs of the layer in fp32 and dynamic int8 (per-channel)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    folder = Path(tempfile.mkdtemp(prefix="wattwise-probe-"))
-    fp32_path, int8_path = folder / "linear.onnx", folder / "linear-int8.onnx"
-    with contextlib.redirect_stderr(None), torch.no_grad():
-        torch.onnx.export(layer, (x,), str(fp32_path), dynamo=False, input_names=["x"])
-    quiet = logging.getLogger()  # quantize_dynamic logs a pre-processing hint at WARNING
-    level, quiet.level = quiet.level, logging.ERROR
-    try:
-        quantize_dynamic(
-            str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True
-        )
-    finally:
-        quiet.setLevel(level)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    feed = {"x": x.numpy()}
-    sessions = {
-        "ort_fp32": ort.InferenceSession(
-            str(fp32_path), options, providers=["CPUExecutionProvider"]
-        ),
-        "ort_int8": ort.InferenceSession(
-            str(int8_path), options, providers=["CPUExecutionProvider"]
-        ),
-    }
-    return {name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()}
+    def int8(source: str, target: str) -> None:
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
+
+    return onnx_layer_runs(layer, x, int8)
 
 
 def _torch_paths(layer: nn.Linear, x: torch.Tensor, machine: MachineInfo):

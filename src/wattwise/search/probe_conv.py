@@ -11,16 +11,14 @@ FLOPs is timed in fp32 and bf16 eager PyTorch, ONNX Runtime fp32 and ONNX Runtim
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from wattwise.search.probe_onnx import onnx_layer_runs
 
 MAX_PROBE_BATCH = 8  # images per timed call: a 224-pixel ResNet layer stays in milliseconds
 
@@ -99,7 +97,6 @@ def conv_work(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[Conv
 
 def conv_paths(layer: nn.Conv2d, x: torch.Tensor) -> dict[str, Callable[[], object]]:
     """bf16 eager, ONNX Runtime fp32 and ONNX Runtime static int8 (QDQ) runs of `layer`."""
-    import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -114,35 +111,20 @@ def conv_paths(layer: nn.Conv2d, x: torch.Tensor) -> dict[str, Callable[[], obje
         def get_next(self):
             return next(self.batches, None)
 
-    bf16_layer, bf16_x = _bf16_copy(layer), x.bfloat16()
-    folder = Path(tempfile.mkdtemp(prefix="wattwise-probe-conv-"))
-    fp32_path, int8_path = folder / "conv.onnx", folder / "conv-int8.onnx"
-    with contextlib.redirect_stderr(None), torch.no_grad():
-        torch.onnx.export(layer, (x,), str(fp32_path), dynamo=False, input_names=["x"])
-    quiet = logging.getLogger()  # quantize_static logs a pre-processing hint at WARNING
-    level, quiet.level = quiet.level, logging.ERROR
-    try:
+    def static_int8(source: str, target: str) -> None:
         quantize_static(
-            str(fp32_path),
-            str(int8_path),
+            source,
+            target,
             OneBatch(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
         )
-    finally:
-        quiet.setLevel(level)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    feed = {"x": x.numpy()}
-    sessions = {
-        name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for name, path in (("ort_fp32", fp32_path), ("ort_int8_static", int8_path))
-    }
+
+    bf16_layer, bf16_x = _bf16_copy(layer), x.bfloat16()
     paths: dict[str, Callable[[], object]] = {"torch_bf16": lambda: bf16_layer(bf16_x)}
-    paths |= {name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()}
-    return paths
+    return paths | onnx_layer_runs(layer, x, static_int8, ("ort_fp32", "ort_int8_static"))
 
 
 def _bf16_copy(layer: nn.Conv2d) -> nn.Conv2d:
