@@ -85,3 +85,24 @@ def test_the_report_shows_both_halves_of_the_probe_with_their_shares():
     assert "## Hardware probe" in text and "10% of the FLOPs" in text and "90% of the FLOPs" in text
     assert "ort_int8 2.00x" in text and "ort_int8_static 3.00x" in text
     assert probe_lines(Priors().to_dict()) == []
+
+
+def test_a_slow_first_call_is_set_up_not_the_paths_speed():
+    import time
+
+    from wattwise.search.probe import path_ratio
+
+    calls = []
+
+    def first_call_slow():  # a kernel built on first use, then as fast as fp32
+        calls.append(1)
+        time.sleep(0.05 if len(calls) == 1 else 0.001)
+
+    def fp32():
+        time.sleep(0.001)
+
+    failures: dict[str, str] = {}
+    assert 0.5 < path_ratio(first_call_slow, fp32, 0.5, failures, "jit") < 2.0
+    assert not failures
+    hopeless = path_ratio(lambda: time.sleep(0.05), fp32, 0.5, failures, "slow")
+    assert hopeless < 0.1 and "not timed further" in failures["slow"]
