@@ -189,3 +189,19 @@ def test_causal_lms_lose_mlp_width_and_keep_their_attention_projections(architec
         assert run.module(*ids).shape == loaded.module(*ids).shape
     save_unprofiled(run, steps, tmp_path / "v")
     load_variant(tmp_path / "v", check_outputs=True, trust_code=True)
+
+
+def test_a_model_whose_own_class_says_attention_is_still_pruned():
+    # Only attention blocks inside a model keep their projections, never the model itself.
+    from wattwise.compress.steps.prune_structured import kept_attention_layers
+
+    class MyAttentionNet(nn.Sequential):
+        pass
+
+    class SelfAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv, self.out = nn.Linear(8, 24), nn.Linear(8, 8)
+
+    model = MyAttentionNet(nn.Linear(8, 8), SelfAttention())
+    assert kept_attention_layers(model, {}) == ("1.qkv", "1.out")

@@ -162,15 +162,18 @@ def _traced(module: nn.Module, graph: tp.DependencyGraph) -> bool:
 
 def kept_attention_layers(model: nn.Module, heads: dict[nn.Module, int]) -> tuple[str, ...]:
     """Names of the Linear layers inside attention blocks whose heads are not pruned whole
-    (every module named "...Attention..." holding no BERT-style head projection)."""
+    (every module named "...Attention..." holding no BERT-style head projection; not the
+    model itself, whatever its class is called)."""
     kept = []
     for name, module in model.named_modules():
-        if "attention" not in type(module).__name__.lower():
+        if not name or "attention" not in type(module).__name__.lower():
             continue
         inner = dict(module.named_modules())
         if any(layer in heads for layer in inner.values()):
             continue
-        kept += [f"{name}.{sub}" for sub, layer in inner.items() if isinstance(layer, nn.Linear)]
+        kept += [
+            f"{name}.{sub}" for sub, layer in inner.items() if sub and isinstance(layer, nn.Linear)
+        ]
     return tuple(dict.fromkeys(kept))
 
 
