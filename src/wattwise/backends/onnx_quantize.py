@@ -113,28 +113,30 @@ def with_folded_norms(module: nn.Module, inputs: tuple, names: list[str]) -> lis
     the norm's ("2.bn1", not "2.conv1"), so selecting by the conv's name alone missed 4 of a
     small ResNet's 5 convolutions."""
     layers = dict(module.named_modules())
-    conv_outputs: dict[int, str] = {}
+    # The outputs themselves are kept (not only their ids), so no later tensor can reuse an id.
+    conv_outputs: dict[int, torch.Tensor] = {}
     folded: list[str] = []
     handles = []
     for name in names:
         if isinstance(layers.get(name), nn.modules.conv._ConvNd):
 
-            def remember(_layer, _args, output, name=name) -> None:
-                conv_outputs[id(output)] = name
+            def remember(_layer, _args, output) -> None:
+                conv_outputs[id(output)] = output
 
             handles.append(layers[name].register_forward_hook(remember))
     for name, layer in layers.items():
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
 
             def check(_layer, args, name=name) -> None:
-                if args and id(args[0]) in conv_outputs:
+                if args and conv_outputs.get(id(args[0])) is args[0]:
                     folded.append(name)
 
             handles.append(layer.register_forward_pre_hook(check))
     try:
         if handles:
+            device = next((p.device for p in module.parameters()), torch.device("cpu"))
             with torch.inference_mode():
-                module(*inputs)
+                module(*(t.to(device) for t in inputs))
     finally:
         for handle in handles:
             handle.remove()
