@@ -127,9 +127,15 @@ class ContinuousBatcher:
         self._lock = threading.Lock()
 
     def submit(
-        self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool = True
+        self,
+        prompt: list[int],
+        max_new_tokens: int,
+        stop_at_eos: bool = True,
+        prompt_tokens_dropped: int = 0,
     ) -> GenerationStream:
-        """Queue a request; KVCacheFullError when its KV reservation does not fit now."""
+        """Queue a request; KVCacheFullError when its KV reservation does not fit now.
+        `prompt_tokens_dropped`: how many tokens the caller cut from the prompt's front (it is
+        reported with the stream's end)."""
         if not prompt or max_new_tokens < 1:
             raise ConfigError(
                 "a generation request needs a non-empty prompt and max_new_tokens ≥ 1"
@@ -151,6 +157,7 @@ class ContinuousBatcher:
             stream = GenerationStream(
                 next(self._ids), list(prompt), max_new_tokens, need, stop_at_eos
             )
+            stream.prompt_tokens_dropped = prompt_tokens_dropped
             self.waiting.append(stream)
         return stream
 

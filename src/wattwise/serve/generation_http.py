@@ -70,8 +70,7 @@ class GenerationService:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         room = self.engine.max_positions - max_new_tokens
         dropped = max(0, len(ids) - room) if truncate_prompt and room >= 1 else 0
-        stream = self.engine.submit(ids[dropped:], max_new_tokens, stop_at_eos)
-        stream.prompt_tokens_dropped = dropped
+        stream = self.engine.submit(ids[dropped:], max_new_tokens, stop_at_eos, dropped)
         self._wake.set()
         return stream
 
