@@ -22,3 +22,32 @@ def test_generation_profile_reports_costs_with_their_sources(tiny_lm):  # noqa: 
     assert math.isfinite(profile.energy_j_per_1k_tokens) and profile.energy_j_per_1k_tokens > 0
     if profile.energy_source == "estimate":
         assert profile.energy_uncertainty_pct > 0 and "estimated" in profile.energy_method
+
+
+def test_kv_cache_bytes_equal_the_cache_a_forward_fills(tmp_path):
+    # Grouped key/value heads and a head width set apart from hidden_size / heads (head_dim)
+    # must both count: the serving engine reserves KV memory by this figure.
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from wattwise.measure.generation import kv_cache_bytes
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+    )
+    lm = LlamaForCausalLM(config).eval()
+    with torch.inference_mode():
+        cache = lm(torch.randint(0, 64, (3, 10)), use_cache=True).past_key_values
+    filled = sum(
+        layer.keys.numel() * layer.keys.element_size()
+        + layer.values.numel() * layer.values.element_size()
+        for layer in cache.layers
+    )
+    assert kv_cache_bytes(lm, 3, 10) == filled

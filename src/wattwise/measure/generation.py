@@ -59,11 +59,12 @@ class GenerationProfile:
 
 def kv_cache_bytes(lm: torch.nn.Module, batch_size: int, tokens: int) -> int:
     """Keys and values of every layer for `batch_size` sequences of `tokens`, in bytes."""
-    config = lm.config
+    config = lm.config.get_text_config()
     layers = config.num_hidden_layers
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_width = config.hidden_size // heads
+    # A config may set the head width apart from hidden_size / heads (Qwen3, Gemma: head_dim).
+    head_width = getattr(config, "head_dim", None) or config.hidden_size // heads
     element = next(lm.parameters()).element_size()
     return 2 * layers * batch_size * tokens * kv_heads * head_width * element
 
