@@ -70,7 +70,11 @@ def generation_table(p: Profile) -> Table:
     )
     for size, rate in g["tokens_per_s"].items():
         table.add_row(f"tokens/s bs={size}", f"{rate:,.1f}", "generated tokens / wall second")
-    table.add_row("peak memory", f"{g['peak_memory_bytes'] / 1e6:.1f} MB", f"{g['memory_source']}")
+    table.add_row(
+        "peak memory growth",
+        f"{g['peak_memory_bytes'] / 1e6:.1f} MB",
+        memory_how(g["memory_source"]),
+    )
     table.add_row("KV cache", f"{g['kv_cache_bytes'] / 1e6:.3f} MB", "computed from its shapes")
     label = (
         f"estimated ±{g['energy_uncertainty_pct']:.0f}%"
@@ -86,6 +90,18 @@ def energy_label(p: Profile) -> str:
     if p.energy_source == "estimate":
         return f"estimated ±{p.energy_uncertainty_pct:.0f}%"
     return f"measured, {measured_scope(p.energy_source, p.energy_uncertainty_pct)}"
+
+
+def memory_how(source: str) -> str:
+    """How a peak-memory figure was read, in words (the JSON keeps the short source name)."""
+    if source == "cpu_rss_growth":
+        return (
+            "RSS growth over the measured runs, sampled every 2 ms (memory the warm-up "
+            "already holds is reused, not counted)"
+        )
+    if source == "cuda_max_allocated":
+        return "CUDA max allocated above the level before the measured runs"
+    return source
 
 
 def ci95_text(value: float, half_width: float | None) -> str:
@@ -115,7 +131,9 @@ def profile_table(p: Profile) -> Table:
         table.add_row(
             f"throughput bs={size}", f"{p.throughput_at(size):,.1f} samples/s", "batch / p50"
         )
-    table.add_row("peak memory", f"{p.peak_memory_bytes / 1e6:.1f} MB", p.memory_source)
+    table.add_row(
+        "peak memory growth", f"{p.peak_memory_bytes / 1e6:.1f} MB", memory_how(p.memory_source)
+    )
     for name, value in p.quality.items():
         table.add_row(
             name,
