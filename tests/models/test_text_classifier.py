@@ -55,3 +55,13 @@ def test_an_int8_classifier_variant_reloads_and_serves_classes(tmp_path):
     serving = open_model(str(tmp_path / "v"), serving_only=True)
     signature = describe_model(serving)
     assert signature.output_kind == "classes" and signature.class_names == NAMES
+
+
+def test_a_single_output_head_is_served_as_its_value_not_as_one_class(tmp_path):
+    directory = tiny_bert_directory(tmp_path, classes=1)
+    loaded = load_model(str(directory))
+    signature = describe_model(loaded)
+    assert signature.output_kind == "values" and signature.class_names == ()
+    with torch.inference_mode():
+        scores = loaded.module(*loaded.task.example_inputs(2, "val"))
+    assert set(encode_outputs(signature, scores)[0]) == {"output"}

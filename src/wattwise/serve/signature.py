@@ -89,8 +89,12 @@ def describe_model(loaded: LoadedModel) -> ModelSignature:
     task = loaded.task
     request = task.request_format()
     if hasattr(task, "tokenize") and "tokenizer" in loaded.extra:
-        kind = "classes" if task.output_kind == "logits" else "embedding"
         names = tuple(getattr(task, "class_names", ()))
+        kind = "classes" if task.output_kind == "logits" else "embedding"
+        if kind == "classes" and len(names) == 1:
+            # One output (a regression or scoring head, e.g. a cross-encoder): a softmax over
+            # one class would answer label 0 with probability 1 whatever the text.
+            kind, names = "values", ()
         return ModelSignature(
             loaded.name, "text", output_kind=kind, example=request.example, class_names=names
         )
