@@ -66,11 +66,6 @@ class TextClassifier(nn.Module):
         return self.transformer(**dict(zip(self.input_names, inputs, strict=True))).logits
 
 
-def is_sequence_classifier(config) -> bool:
-    """Whether a Hugging Face config names a sequence-classification architecture."""
-    return any(a.endswith("ForSequenceClassification") for a in config.architectures or ())
-
-
 def classifier_classes(directory: Path) -> tuple[str, ...] | None:
     """A sequence classifier's class names in index order (its config's id2label), or None when
     the directory's config.json names no sequence classifier. Read as JSON: no transformers
@@ -156,7 +151,7 @@ def load_hf_encoder(directory: Path, with_weights: bool = True):
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
-        classifier = is_sequence_classifier(config)
+        classifier = classifier_classes(directory) is not None
         auto = AutoModelForSequenceClassification if classifier else AutoModel
         if with_weights:
             # safetensors only: a pickled pytorch_model.bin could run code on load.

@@ -155,9 +155,13 @@ class ContinuousBatcher:
                 )
             self.reserved_bytes += need
             stream = GenerationStream(
-                next(self._ids), list(prompt), max_new_tokens, need, stop_at_eos
+                next(self._ids),
+                list(prompt),
+                max_new_tokens,
+                need,
+                stop_at_eos,
+                prompt_tokens_dropped=prompt_tokens_dropped,
             )
-            stream.prompt_tokens_dropped = prompt_tokens_dropped
             self.waiting.append(stream)
         return stream
 

@@ -1,11 +1,11 @@
 """`POST /v1/generate`: tokens streamed as server-sent events from the continuous batcher.
 
 Events: `token` ({"token_id", "text", "index"}) per token, then `done` ({"finish_reason",
-"tokens", "prompt_tokens", "prompt_tokens_dropped"}, plus "drafted_tokens" and "accepted_tokens" when a lookup draft is served), or
-`error` ({"detail"}) when the stream is cut (the decode loop died, the upstream replica died):
-a stream never just stops. A full KV cache answers 503 with Retry-After before
-anything is streamed. A client that disconnects cancels its request: it leaves the batch at the
-next decode step and frees its KV reservation.
+"tokens", "prompt_tokens", "prompt_tokens_dropped"}, plus "drafted_tokens" and
+"accepted_tokens" when a lookup draft is served), or `error` ({"detail"}) when the stream is
+cut (the decode loop died, the upstream replica died): a stream never just stops. A full KV
+cache answers 503 with Retry-After before anything is streamed. A client that disconnects
+cancels its request: it leaves the batch at the next decode step and frees its KV reservation.
 
 One decode loop runs in a background thread (`GenerationService`); the event loop only waits on
 streams, so requests join and leave while it runs.

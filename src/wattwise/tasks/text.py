@@ -154,12 +154,19 @@ class TextEncoderTask(Task):
             self._reference_embeddings[split] = self.embed(self.reference, self._split_texts(split))
         return self._reference_embeddings[split]
 
-    def evaluate(self, forward: Forward, split: str = "test") -> Quality:
+    def outputs_and_reference(
+        self, forward: Forward, split: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward`'s outputs for a split's passages then queries, and the original's."""
         check_split(split)
         reference = self.reference_embeddings(split)
-        # Scoring the original itself: its embeddings are the reference, computed once.
-        same = forward is self.reference
-        embeddings = reference if same else self.embed(forward, self._split_texts(split))
+        # Scoring the original itself: its outputs are the reference, computed once.
+        if forward is self.reference:
+            return reference, reference
+        return self.embed(forward, self._split_texts(split)), reference
+
+    def evaluate(self, forward: Forward, split: str = "test") -> Quality:
+        embeddings, reference = self.outputs_and_reference(forward, split)
         cosines = F.cosine_similarity(embeddings, reference, dim=1)
         count = len(self.corpus[split])
         recall = _recall_at_10(embeddings, count)

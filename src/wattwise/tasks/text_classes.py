@@ -13,7 +13,6 @@ from wattwise.tasks.base import (
     Forward,
     MetricSpec,
     Quality,
-    check_split,
     mean_ci95,
     proportion_ci95,
 )
@@ -35,10 +34,7 @@ class TextClassifierTask(TextEncoderTask):
         self.class_names = tuple(class_names)
 
     def evaluate(self, forward: Forward, split: str = "test") -> Quality:
-        check_split(split)
-        reference = self.reference_embeddings(split)
-        same = forward is self.reference
-        logits = reference if same else self.embed(forward, self._split_texts(split))
+        logits, reference = self.outputs_and_reference(forward, split)
         cosines = F.cosine_similarity(logits, reference, dim=1)
         agreed = (logits.argmax(dim=1) == reference.argmax(dim=1)).float()
         agreement = float(agreed.mean())
